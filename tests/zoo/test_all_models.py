@@ -1,0 +1,116 @@
+"""What every registered model must do: exact paper parameter counts, a small build, save and
+reload, a headless feature vector, a clear error below its minimum input, float32 outputs under
+mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo.describe import trainable_param_count
+
+# name -> (total params from count_params(), trainable params), 1000 classes at the default
+# input unless the paper's model is a 10-class one. None where the issue does not fix a number.
+PAPER_PARAMS = {
+    "lenet5": (60_850, 60_850),
+    "lenet5_modern": (61_706, 61_706),
+    "alexnet": (61_100_840, 61_100_840),
+    "alexnet_original": (60_965_224, 60_965_224),
+    "vgg11": (132_863_336, 132_863_336),
+    "vgg13": (133_047_848, 133_047_848),
+    "vgg16": (138_357_544, 138_357_544),
+    "vgg19": (143_667_240, 143_667_240),
+    "vgg11_bn": (None, 132_868_840),
+    "vgg13_bn": (None, 133_053_736),
+    "vgg16_bn": (None, 138_365_992),
+    "vgg19_bn": (None, 143_678_248),
+    "googlenet": (6_998_552, 6_998_552),
+    "resnet18": (None, 11_689_512),
+    "resnet34": (None, 21_797_672),
+    "resnet50": (25_636_712, None),
+    "resnet101": (44_707_176, None),
+    "resnet152": (60_419_944, None),
+    "resnet50_v2": (25_613_800, None),
+    "resnet101_v2": (44_675_560, None),
+    "resnet152_v2": (60_380_648, None),
+    "resnet20": (None, 269_722),
+    "resnet32": (None, 464_154),
+    "resnet44": (None, 658_586),
+    "resnet56": (None, 853_018),
+    "resnet110": (None, 1_727_962),
+    "mobilenet": (4_253_864, 4_231_976),
+    "mobilenet_v2": (3_538_984, 3_504_872),
+}
+
+CONFIGURABLE = {"stagewise_cnn"}
+
+
+def test_every_paper_model_is_registered():
+    assert set(zoo.list_models()) == set(PAPER_PARAMS) | CONFIGURABLE
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
+def test_parameter_count_matches_the_paper(name):
+    total, trainable = PAPER_PARAMS[name]
+    model = zoo.create(name)  # default input and class count: the paper's model
+    if total is not None:
+        assert model.count_params() == total
+    if trainable is not None:
+        assert trainable_param_count(model) == trainable
+    del model
+
+
+def small_input_shape(name):
+    size = zoo.model_info(name).min_input_size
+    return (size, size, 2)  # any channel count works, not just the paper's
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_small_build_saves_and_reloads_with_identical_outputs(name, tmp_path):
+    shape = small_input_shape(name)
+    model = zoo.create(name, input_shape=shape, num_classes=7)
+    images = np.random.default_rng(0).uniform(0, 1, size=(2, *shape)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    assert expected.shape == (2, 7)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(reloaded.predict(images, verbose=0), expected)
+    assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_headless_model_with_pooling_gives_a_feature_vector(name, pooling):
+    shape = small_input_shape(name)
+    model = zoo.create(name, input_shape=shape, include_top=False, pooling=pooling)
+    assert len(model.output.shape) == 2
+    assert model.output.shape[-1] > 0
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_input_below_minimum_names_the_minimum(name):
+    size = zoo.model_info(name).min_input_size
+    with pytest.raises(ValueError, match=f"at least {size}x{size}"):
+        zoo.create(name, input_shape=(size - 1, size - 1, 3))
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_mixed_precision_keeps_the_classifier_output_float32(name):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = zoo.create(name, input_shape=small_input_shape(name), num_classes=5)
+    assert model.output.dtype == "float32"
+    assert model.layers[-1].compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_logits_and_sigmoid_heads(name):
+    shape = small_input_shape(name)
+    logits = zoo.create(name, input_shape=shape, num_classes=3, classifier_activation=None)
+    binary = zoo.create(name, input_shape=shape, num_classes=1, classifier_activation="sigmoid")
+    images = np.full((1, *shape), 0.5, dtype="float32")
+    probability = binary.predict(images, verbose=0)
+    assert logits.output.shape[-1] == 3
+    assert probability.shape == (1, 1) and 0.0 < probability[0, 0] < 1.0

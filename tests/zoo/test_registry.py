@@ -1,0 +1,61 @@
+import pytest
+
+import zoo
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError, match="Unknown model 'resnet51'.*Did you mean.*resnet50"):
+        zoo.create("resnet51")
+
+
+def test_list_models_filters_by_pattern():
+    assert zoo.list_models("vgg1?") == ["vgg11", "vgg13", "vgg16", "vgg19"]
+
+
+def test_every_builder_is_importable_by_name():
+    from zoo import resnet20
+
+    assert resnet20 is zoo.get_builder("resnet20")
+    assert set(zoo.list_models()) <= set(dir(zoo))
+
+
+@pytest.mark.parametrize("bad", [(32, 32), (32, 32, 0), (32.0, 32, 3), "32x32"])
+def test_malformed_input_shape_is_rejected(bad):
+    with pytest.raises(ValueError, match="height, width, channels"):
+        zoo.create("resnet20", input_shape=bad)
+
+
+def test_bad_weights_argument_is_rejected_before_building(tmp_path):
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        zoo.create("lenet5", weights="imagenet")
+    with pytest.raises(ValueError, match=".weights.h5 or .keras"):
+        zoo.create("lenet5", weights=str(tmp_path / "w.bin"))
+    with pytest.raises(FileNotFoundError):
+        zoo.create("lenet5", weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_weights_from_a_file_round_trip(tmp_path):
+    import numpy as np
+
+    model = zoo.create("lenet5")
+    path = tmp_path / "lenet.weights.h5"
+    model.save_weights(path)
+    again = zoo.create("lenet5", weights=str(path))
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"activation": "relu7"}, "Unknown activation 'relu7'"),
+        ({"normalization": "batchy"}, "Unknown normalization"),
+        ({"kernel_initializer": "nope"}, "Unknown kernel_initializer"),
+        ({"pooling": "mean", "include_top": False}, "pooling must be one of"),
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"classifier_activation": "relu"}, "classifier_activation must be"),
+    ],
+)
+def test_bad_options_say_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        zoo.create("resnet20", **kwargs)
