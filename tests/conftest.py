@@ -1,6 +1,6 @@
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pathlib
 
@@ -26,3 +26,9 @@ def _fresh_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory, shared_datasets):
+    """A tfds data directory where MNIST gets prepared once per session from ../shared."""
+    return tmp_path_factory.mktemp("tfds")

@@ -20,3 +20,458 @@ def conv_norm_act(x, filters, kernel_size, *, options: LayerOptions, name, strid
         chosen = None if activation is True else activation
         x = options.act(name=f"{name}_act", activation=chosen)(x)
     return x
+
+
+# --- LeNet-5 (LeCun et al. 1998): trainable subsampling and the partially connected C3 ---------
+
+# Table I of the paper: the S2 maps each C3 map reads. Maps 0-5 read 3 contiguous maps, 6-11 read
+# 4 contiguous ones, 12-14 read 4 non-contiguous ones and 15 reads all six (60 connections).
+LECUN_C3_CONNECTIONS = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TrainableSubsampling(keras.layers.Layer):
+    """LeNet-5's S2/S4: the mean of each non-overlapping `pool_size` window, times one trainable
+    coefficient per map, plus one trainable bias per map. The caller applies the activation.
+
+    Like normalization's per-channel scale, the coefficient is left out of FLOP counts.
+    """
+
+    def __init__(self, pool_size=2, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}.")
+        self.pool_size = pool_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.coefficient = self.add_weight(
+            shape=(channels,), initializer="ones", name="coefficient"
+        )
+        self.bias = self.add_weight(shape=(channels,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        pooled = keras.ops.average_pool(
+            inputs, self.pool_size, strides=self.pool_size, padding="valid"
+        )
+        return pooled * self.coefficient + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class PartialConnectionConv2D(keras.layers.Layer):
+    """A convolution in which output map `o` reads only the input maps `connections[o]`.
+
+    Only the connected weights exist (kernel shape `(kh, kw, connections)`, one bias per output
+    map); each call scatters them into a dense `(kh, kw, in, out)` kernel and runs one convolution.
+    """
+
+    def __init__(self, connections=LECUN_C3_CONNECTIONS, kernel_size=5, *, strides=1,
+                 padding="valid", use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.connections = _check_connections(connections)
+        self.filters = len(self.connections)
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        if padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
+        self.padding = padding
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        self.input_channels = int(input_shape[-1])
+        highest = max(max(inputs) for inputs in self.connections)
+        if highest >= self.input_channels:
+            raise ValueError(
+                f"{self.name}: the connection table reads input map {highest}, but the input has "
+                f"{self.input_channels} channels."
+            )
+        # Position of each connection (input i -> output o) in a flattened (in, out) kernel.
+        self._flat_indices = [
+            i * self.filters + o for o, inputs in enumerate(self.connections) for i in inputs
+        ]
+        kh, kw = self.kernel_size
+        self.kernel = self.add_weight(
+            shape=(kh, kw, len(self._flat_indices)),
+            initializer=self._connected_initializer,
+            regularizer=self.kernel_regularizer,
+            name="kernel",
+        )
+        self.bias = (
+            self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, name="bias")
+            if self.use_bias
+            else None
+        )
+
+    def _connected_initializer(self, shape, dtype=None):
+        # Draw as for the dense kernel, so fan-in/fan-out scaling matches an ordinary Conv2D.
+        kh, kw = self.kernel_size
+        dense = self.kernel_initializer((kh, kw, self.input_channels, self.filters), dtype=dtype)
+        dense = keras.ops.reshape(dense, (kh * kw, self.input_channels * self.filters))
+        return keras.ops.reshape(keras.ops.take(dense, self._flat_indices, axis=1), shape)
+
+    def dense_kernel(self):
+        """The `(kh, kw, in, out)` kernel with zeros where maps are not connected."""
+        kh, kw = self.kernel_size
+        scatter = keras.ops.one_hot(
+            keras.ops.convert_to_tensor(self._flat_indices, dtype="int32"),
+            self.input_channels * self.filters,
+            dtype=self.kernel.dtype,
+        )
+        flat = keras.ops.matmul(keras.ops.reshape(self.kernel, (kh * kw, -1)), scatter)
+        return keras.ops.reshape(flat, (kh, kw, self.input_channels, self.filters))
+
+    def call(self, inputs):
+        kernel = keras.ops.cast(self.dense_kernel(), inputs.dtype)
+        outputs = keras.ops.conv(inputs, kernel, strides=self.strides, padding=self.padding)
+        if self.bias is not None:
+            outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)
+        return outputs
+
+    def flops(self):
+        """Multiply-adds of the existing connections only, 2 FLOPs each, for one example."""
+        positions = int(self.output.shape[1]) * int(self.output.shape[2])
+        kh, kw = self.kernel_size
+        return 2 * positions * len(self._flat_indices) * kh * kw
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "connections": [list(inputs) for inputs in self.connections],
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        }
+
+
+def _pair(what, value):
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in pair):
+        raise ValueError(f"{what} must be a positive integer or a pair of them, got {value!r}.")
+    return pair
+
+
+def _check_connections(connections):
+    """The connection table as a tuple of tuples, or a ValueError saying what is wrong."""
+    table = tuple(tuple(inputs) for inputs in connections)
+    if not table:
+        raise ValueError("connections must list the input maps of at least one output map.")
+    for output, inputs in enumerate(table):
+        if (
+            not inputs
+            or len(set(inputs)) != len(inputs)
+            or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in inputs)
+        ):
+            raise ValueError(
+                f"connections[{output}] must be distinct non-negative input map indices, "
+                f"got {list(inputs)!r}."
+            )
+    return table
+
+
+# --- Mobile blocks: MobileNet v1/v2 and squeeze-excitation ---------------------------------------
+
+
+def depthwise_separable_block(x, filters, *, options: LayerOptions, name, strides=1,
+                              depth_multiplier=1):
+    """MobileNet v1's block (Howard et al. 2017, fig. 3): depthwise 3x3 -> norm -> act, then a
+    pointwise 1x1 -> norm -> act. "same" padding on a strided depthwise conv pads like
+    keras.applications' explicit ((0, 1), (0, 1)) padding whenever the input size is even."""
+    x = options.depthwise_conv(3, strides=strides, depth_multiplier=depth_multiplier,
+                               name=f"{name}_depthwise_conv")(x)
+    x = options.apply_norm(x, name=f"{name}_depthwise_norm")
+    x = options.act(name=f"{name}_depthwise_act")(x)
+    return conv_norm_act(x, filters, 1, options=options, name=f"{name}_pointwise")
+
+
+def inverted_residual_block(x, filters, *, expansion, options: LayerOptions, name, strides=1):
+    """MobileNetV2's block (Sandler et al. 2018, table 1): expand 1x1 -> depthwise 3x3 -> linear
+    1x1 projection, with an identity shortcut when the output has the input's shape.
+
+    `expansion=1` skips the expansion conv (the first block of MobileNetV2). TensorFlow's "same"
+    padding on the strided depthwise conv equals keras.applications' explicit `correct_pad`.
+    """
+    inputs = x
+    in_channels = x.shape[-1]
+    if expansion != 1:
+        x = conv_norm_act(x, expansion * in_channels, 1, options=options, name=f"{name}_expand")
+    x = options.depthwise_conv(3, strides=strides, name=f"{name}_depthwise_conv")(x)
+    x = options.apply_norm(x, name=f"{name}_depthwise_norm")
+    x = options.act(name=f"{name}_depthwise_act")(x)
+    # Linear bottleneck: an activation here would destroy information in the narrow layer.
+    x = conv_norm_act(x, filters, 1, options=options, activation=False, name=f"{name}_project")
+    if strides == 1 and in_channels == filters:
+        x = keras.layers.Add(name=f"{name}_add")([inputs, x])
+    return x
+
+
+def squeeze_excitation(x, *, options: LayerOptions, name, reduction=16, activation=None):
+    """Squeeze-and-excitation (Hu et al. 2018): global average pool -> reduce by `reduction` ->
+    activation (the options' by default) -> expand -> sigmoid -> rescale the channels of `x`.
+
+    The two fully connected layers are 1x1 convolutions on the pooled 1x1 map (the same weights
+    as dense layers), so the gate broadcasts over height and width without a reshape.
+    """
+    channels = x.shape[-1]
+    squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
+    gate = options.conv(max(1, channels // reduction), 1, use_bias=True,
+                        name=f"{name}_reduce")(squeezed)
+    gate = options.act(name=f"{name}_reduce_act", activation=activation)(gate)
+    gate = options.conv(channels, 1, use_bias=True, name=f"{name}_expand")(gate)
+    gate = keras.layers.Activation("sigmoid", name=f"{name}_gate")(gate)
+    return keras.layers.Multiply(name=f"{name}_scale")([x, gate])
+
+
+# --- AlexNet and GoogLeNet: local response normalization and the Inception module --------------
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Local response normalization across channels (Krizhevsky et al. 2012, section 3.3):
+
+        b_c = a_c / (k + alpha * sum of a_j ** 2 over |j - c| <= size // 2) ** beta
+
+    where the sum runs over the neighbouring channels that exist. This is the paper's convention:
+    alpha multiplies the plain sum (Caffe's LRN divides alpha by `size` first).
+    """
+
+    def __init__(self, size=5, k=2.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+            raise ValueError(
+                f"LocalResponseNormalization: size must be a positive odd integer (a window "
+                f"centred on each channel), got {size!r}."
+            )
+        if not k > 0:
+            raise ValueError(f"LocalResponseNormalization: k must be > 0, got {k!r}.")
+        self.size = size
+        self.k = float(k)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        # Computed in float32: in bfloat16, k + alpha * sum rounds back to k for typical inputs.
+        x = keras.ops.cast(inputs, "float32")
+        radius = self.size // 2
+        channels = x.shape[-1]
+        padding = [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]]
+        squares = keras.ops.pad(keras.ops.square(x), padding)
+        window_sum = sum(squares[..., offset:offset + channels] for offset in range(self.size))
+        outputs = x / keras.ops.power(self.k + self.alpha * window_sum, self.beta)
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "k": self.k,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
+
+
+def inception_module(x, filters, *, options: LayerOptions, name):
+    """The Inception module with dimension reductions (Szegedy et al. 2014, Figure 2b): four
+    parallel branches concatenated along channels, 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool
+    (stride 1) -> 1x1 projection.
+
+    `filters` is a row of the paper's Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
+    pool proj).
+    """
+    if len(filters) != 6:
+        raise ValueError(
+            f"{name}: filters must be (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), "
+            f"got {filters!r}."
+        )
+    n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj = filters
+    branch_1x1 = conv_norm_act(x, n1x1, 1, options=options, name=f"{name}_1x1")
+    branch_3x3 = conv_norm_act(x, n3x3_reduce, 1, options=options, name=f"{name}_3x3_reduce")
+    branch_3x3 = conv_norm_act(branch_3x3, n3x3, 3, options=options, name=f"{name}_3x3")
+    branch_5x5 = conv_norm_act(x, n5x5_reduce, 1, options=options, name=f"{name}_5x5_reduce")
+    branch_5x5 = conv_norm_act(branch_5x5, n5x5, 5, options=options, name=f"{name}_5x5")
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    branch_pool = conv_norm_act(pooled, pool_proj, 1, options=options, name=f"{name}_pool_proj")
+    return keras.layers.Concatenate(name=f"{name}_concat")(
+        [branch_1x1, branch_3x3, branch_5x5, branch_pool]
+    )
+
+
+# --- Residual blocks (He et al. 2015, "Deep Residual Learning"; He et al. 2016, "Identity
+# Mappings in Deep Residual Networks"). The layer creation order follows keras.applications'
+# resnet.py (shortcut before the main path), so `zoo.weights.copy_weights` pairs their layers.
+
+SHORTCUTS = ("projection", "zero_pad")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ParameterFreeShortcut(keras.layers.Layer):
+    """Option A of He et al. 2015: subsample by `strides`, then append zero channels up to
+    `filters`. Without weights, so a block changes shape without adding parameters."""
+
+    def __init__(self, filters, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+
+    def build(self, input_shape):
+        if input_shape[-1] > self.filters:
+            raise ValueError(
+                f"{self.name}: a zero-padding shortcut can only add channels; it received "
+                f"{input_shape[-1]} channels for a block of {self.filters}."
+            )
+
+    def call(self, x):
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        extra = self.filters - x.shape[-1]
+        if extra:
+            x = keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return x
+
+    def compute_output_shape(self, input_shape):
+        def subsampled(size):
+            return None if size is None else -(-size // self.strides)
+
+        batch, height, width, _ = input_shape
+        return (batch, subsampled(height), subsampled(width), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+
+def _bias_without_norm(use_bias):
+    # A convolution that no normalization follows keeps its bias unless told otherwise.
+    return True if use_bias is None else use_bias
+
+
+def _strided_conv_norm_act(x, filters, kernel_size, *, strides, options, name, use_bias):
+    """conv_norm_act whose strided k x k convolution pads k//2 on every side, as the papers'
+    Caffe/Torch models (and torchvision, keras.applications v2) do; TF's "same" would pad
+    only the bottom/right of an even-sized map and shift the sampling grid."""
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    return conv_norm_act(x, filters, kernel_size, strides=strides, padding=padding,
+                         use_bias=use_bias, options=options, name=name)
+
+
+def residual_shortcut(x, preactivated, filters, *, strides, shortcut, preact, use_bias,
+                      options: LayerOptions, name):
+    """The identity path of a residual block, producing `filters` channels.
+
+    Identity when the shape is unchanged; a channel change uses a 1x1 projection (option B,
+    from the pre-activated input in a pre-activation block, normalized in a post-activation
+    one) or zero padding (option A); a stride alone subsamples (keras.applications v2 does the
+    same with a 1x1 max pool).
+    """
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"{name}: shortcut must be one of {SHORTCUTS}, got {shortcut!r}.")
+    if x.shape[-1] == filters and strides == 1:
+        return x
+    if x.shape[-1] != filters and shortcut == "projection":
+        if preact:
+            return options.conv(filters, 1, strides=strides, use_bias=_bias_without_norm(use_bias),
+                                name=f"{name}_0_conv")(preactivated)
+        return conv_norm_act(x, filters, 1, strides=strides, use_bias=use_bias, activation=False,
+                             options=options, name=f"{name}_0")
+    return ParameterFreeShortcut(filters, strides, name=f"{name}_0_shortcut")(x)
+
+
+def _preactivate(x, *, preact, options, name):
+    if not preact:
+        return x
+    x = options.apply_norm(x, name=f"{name}_preact_norm")
+    return options.act(name=f"{name}_preact_act")(x)
+
+
+def _merge(shortcut, residual, *, preact, options, name):
+    # Post-activation (v1) blocks activate after the sum; pre-activation (v2) blocks leave the
+    # sum alone so the identity path stays clean (He et al. 2016).
+    if preact:
+        return keras.layers.Add(name=f"{name}_out")([shortcut, residual])
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, residual])
+    return options.act(name=f"{name}_out")(x)
+
+
+def _reconfigured(layer, **changes):
+    return type(layer).from_config({**layer.get_config(), **changes})
+
+
+def _last_conv(y, filters, kernel_size, *, preact, zero_init, use_bias, options, name):
+    """The residual branch's last convolution, normalized in a post-activation block.
+
+    `zero_init` starts the branch at zero, so an untrained block is its shortcut (Goyal et al.
+    2017; torchvision's zero_init_residual, timm's zero_init_last): the normalization's scale
+    starts at zero, or the kernel where no normalization follows. Without it, activations
+    roughly double per block and an untrained ResNet-50's logits saturate a float32 sigmoid.
+    """
+    norm = None if preact else options.norm(name=f"{name}_norm", channels=filters)
+    conv = options.conv(filters, kernel_size, name=f"{name}_conv",
+                        use_bias=use_bias if norm else _bias_without_norm(use_bias))
+    if zero_init and norm:
+        norm = _reconfigured(norm, gamma_initializer="zeros")
+    elif zero_init:
+        conv = _reconfigured(conv, kernel_initializer="zeros")
+    y = conv(y)
+    return norm(y) if norm else y
+
+
+def basic_block(x, filters, *, options: LayerOptions, name, strides=1, preact=False,
+                shortcut="projection", use_bias=None, zero_init_residual=True):
+    """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets); the first one strides.
+
+    `preact=False` is the post-activation block of He et al. 2015 (conv-norm-act, conv-norm,
+    add, act); `preact=True` the pre-activation block of He et al. 2016 (norm-act, conv,
+    norm-act, conv, add). `use_bias=None` biases only the convolutions no normalization follows;
+    `zero_init_residual` starts the residual branch at zero (see `_last_conv`).
+    """
+    preactivated = _preactivate(x, preact=preact, options=options, name=name)
+    identity = residual_shortcut(x, preactivated, filters, strides=strides, shortcut=shortcut,
+                                 preact=preact, use_bias=use_bias, options=options, name=name)
+    y = _strided_conv_norm_act(preactivated, filters, 3, strides=strides, use_bias=use_bias,
+                               options=options, name=f"{name}_1")
+    y = _last_conv(y, filters, 3, preact=preact, zero_init=zero_init_residual, use_bias=use_bias,
+                   options=options, name=f"{name}_2")
+    return _merge(identity, y, preact=preact, options=options, name=name)
+
+
+def bottleneck_block(x, filters, *, options: LayerOptions, name, strides=1, preact=False,
+                     shortcut="projection", use_bias=None, zero_init_residual=True,
+                     expansion=4):
+    """1x1 reduce to `filters`, 3x3, 1x1 expand to `expansion * filters` (ResNet-50/101/152).
+
+    As in keras.applications: the post-activation block strides in its first 1x1 convolution
+    (the original Caffe model), the pre-activation block in its 3x3 convolution. The other
+    arguments are `basic_block`'s.
+    """
+    out_channels = expansion * filters
+    preactivated = _preactivate(x, preact=preact, options=options, name=name)
+    identity = residual_shortcut(x, preactivated, out_channels, strides=strides,
+                                 shortcut=shortcut, preact=preact, use_bias=use_bias,
+                                 options=options, name=name)
+    y = conv_norm_act(preactivated, filters, 1, strides=1 if preact else strides,
+                      use_bias=use_bias, options=options, name=f"{name}_1")
+    y = _strided_conv_norm_act(y, filters, 3, strides=strides if preact else 1,
+                               use_bias=use_bias, options=options, name=f"{name}_2")
+    y = _last_conv(y, out_channels, 1, preact=preact, zero_init=zero_init_residual,
+                   use_bias=use_bias, options=options, name=f"{name}_3")
+    return _merge(identity, y, preact=preact, options=options, name=name)
+
+
+RESIDUAL_BLOCKS = {"basic": basic_block, "bottleneck": bottleneck_block}

@@ -87,7 +87,7 @@ class LayerOptions:
     def normalized(self):
         return self.normalization != "none"
 
-    def _regularizer(self):
+    def regularizer(self):
         # L2 on kernels only: decaying biases and norm scales hurts (and is not what papers do).
         return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
 
@@ -103,7 +103,7 @@ class LayerOptions:
             dilation_rate=dilation_rate,
             use_bias=(not self.normalized) if use_bias is None else use_bias,
             kernel_initializer=self.kernel_initializer,
-            kernel_regularizer=self._regularizer(),
+            kernel_regularizer=self.regularizer(),
             name=name,
         )
 
@@ -116,7 +116,7 @@ class LayerOptions:
             depth_multiplier=depth_multiplier,
             use_bias=(not self.normalized) if use_bias is None else use_bias,
             depthwise_initializer=self.kernel_initializer,
-            depthwise_regularizer=self._regularizer(),
+            depthwise_regularizer=self.regularizer(),
             name=name,
         )
 
@@ -125,7 +125,7 @@ class LayerOptions:
             units,
             use_bias=use_bias,
             kernel_initializer=kernel_initializer or self.kernel_initializer,
-            kernel_regularizer=self._regularizer(),
+            kernel_regularizer=self.regularizer(),
             name=name,
         )
 

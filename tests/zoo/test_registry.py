@@ -59,3 +59,25 @@ def test_weights_from_a_file_round_trip(tmp_path):
 def test_bad_options_say_what_is_allowed(kwargs, message):
     with pytest.raises(ValueError, match=message):
         zoo.create("resnet20", **kwargs)
+
+
+def test_command_line_table_lists_models_with_exact_counts(capsys):
+    from zoo.__main__ import main
+
+    main(["lenet5*"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["model", "params", "trainable", "GFLOPs"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"lenet5", "lenet5_modern"}
+    assert rows["lenet5"][1:3] == ["60,850", "60,850"]
+    assert rows["lenet5"][4] == "32x32x1"
+    assert rows["lenet5"][5:8] == ["LeCun", "et", "al."]
+
+
+def test_command_line_table_rejects_an_unmatched_pattern(capsys):
+    from zoo.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["nothing*"])
+    assert stop.value.code == 1
+    assert "No model matches 'nothing*'" in capsys.readouterr().err

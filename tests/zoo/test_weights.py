@@ -1,0 +1,67 @@
+"""Weight loading: the offline "imagenet" path and copy_weights' refusal of a different network."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import zoo
+from zoo.weights import copy_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+OFFLINE_IMAGENET = textwrap.dedent(
+    """
+    import time
+    import zoo
+
+    start = time.monotonic()
+    try:
+        zoo.create("resnet50", weights="imagenet")
+    except RuntimeError as error:
+        print(f"seconds={time.monotonic() - start:.1f}")
+        print(error)
+    else:
+        print("loaded")
+    """
+)
+
+
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow and builds two ResNet-50s
+def test_imagenet_weights_offline_fail_with_the_cache_location(tmp_path):
+    # Keras reads KERAS_HOME when it is imported, so the run needs a fresh process. The proxy
+    # variables send urllib to a closed local port: no traffic leaves the machine, and the
+    # download fails at once even where the network is up.
+    keras_home = tmp_path / "keras_home"
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(keras_home),
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "no_proxy": "",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    run = subprocess.run([sys.executable, "-c", OFFLINE_IMAGENET], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "loaded" not in run.stdout
+    assert "could not load ImageNet weights" in run.stdout
+    assert str(keras_home / "models") in run.stdout
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels.h5" in run.stdout
+
+
+def test_copy_weights_refuses_a_different_layer_count():
+    source = zoo.create("resnet20", input_shape=(8, 8, 3))
+    target = zoo.create("resnet32", input_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match=r"resnet20 has 39 layers with weights, resnet32 has 63"):
+        copy_weights(source, target)
+
+
+def test_copy_weights_refuses_different_shapes_and_names_the_layers():
+    source = zoo.create("resnet20", input_shape=(8, 8, 3))
+    target = zoo.create("resnet20", input_shape=(8, 8, 3), width=2)
+    with pytest.raises(ValueError, match=r"from layer conv1_conv .*\(3, 3, 3, 16\).*"
+                                         r"to layer conv1_conv .*\(3, 3, 3, 32\).*differ"):
+        copy_weights(source, target)
