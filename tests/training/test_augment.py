@@ -1,0 +1,163 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import augment, data
+
+SHAPE = (48, 48, 3)
+
+
+@pytest.fixture(scope="module")
+def signs(shared_datasets):
+    """32 real sign-language photos at 48x48 (float32 0..255) and their one-hot labels."""
+    splits = data.load_dataset(shared_datasets / "sign_language_digits")
+    images, labels = next(iter(data.fit_to_input(splits.train, SHAPE).batch(32)))
+    return images.numpy(), np.eye(10, dtype=np.float32)[labels.numpy()]
+
+
+def build(preset="standard", **kwargs):
+    kwargs = {"image_shape": SHAPE, "num_classes": 10, "flip_safe": True, **kwargs}
+    return augment.build_augmentation(preset, **kwargs)
+
+
+def apply(augmentation, images, labels):
+    out_images, out_labels = augmentation(tf.constant(images), tf.constant(labels))
+    return np.asarray(out_images), np.asarray(out_labels)
+
+
+@pytest.mark.parametrize("preset", ["light", "standard", "strong"])
+def test_presets_keep_shape_dtype_range_and_labels(signs, preset):
+    images, labels = signs
+    out_images, out_labels = apply(build(preset), images, labels)
+    assert out_images.dtype == np.float32 and out_images.shape == images.shape
+    assert out_images.min() >= 0 and out_images.max() <= 255
+    assert not np.array_equal(out_images, images)
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+@pytest.mark.parametrize("op", sorted(augment.OPS))
+def test_each_op_keeps_shape_and_range(signs, op):
+    images, labels = signs
+    out_images, out_labels = apply(build(ops=[op]), images, labels)
+    assert out_images.shape == images.shape and out_images.dtype == np.float32
+    assert out_images.min() >= 0 and out_images.max() <= 255
+    assert out_labels.shape == labels.shape
+
+
+def test_none_preset_is_no_augmentation():
+    assert build("none") is None
+
+
+def test_presets_grow_in_strength(signs):
+    images, labels = signs
+    changes = [np.abs(apply(build(preset, seed=3), images, labels)[0] - images).mean()
+               for preset in ("light", "standard", "strong")]
+    assert 0 < changes[0] < changes[1] < changes[2]
+
+
+def test_same_seed_same_augmentation(signs):
+    images, labels = signs
+    first = apply(build("standard", seed=7), images, labels)[0]
+    np.testing.assert_array_equal(apply(build("standard", seed=7), images, labels)[0], first)
+    assert not np.array_equal(apply(build("standard", seed=8), images, labels)[0], first)
+
+
+def left_bright_batch(channels):
+    images = np.zeros((64, 32, 32, channels), np.float32)
+    images[:, :, :16] = 255.0
+    return images, np.eye(10, dtype=np.float32)[np.arange(64) % 10]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_flip_only_when_flip_safe(channels):
+    images, labels = left_bright_batch(channels)
+    shape = (32, 32, channels)
+
+    def left_brighter(flip_safe, preset):
+        augmentation = augment.build_augmentation(preset, image_shape=shape, num_classes=10,
+                                                  flip_safe=flip_safe)
+        out = apply(augmentation, images, labels)[0]
+        # Shifts, rotations and zooms move these bands by a few pixels, a flip swaps them.
+        return out[:, 12:20, 4:10].mean(axis=(1, 2, 3)) > out[:, 12:20, 22:28].mean(axis=(1, 2, 3))
+
+    for preset in ("light", "standard"):
+        assert left_brighter(False, preset).all()
+    flipped = ~left_brighter(True, "light")
+    assert 10 < flipped.sum() < 54
+    with pytest.raises(ValueError, match="flip_safe=False"):
+        augment.build_augmentation(ops=["flip"], image_shape=shape, num_classes=10,
+                                   flip_safe=False)
+
+
+def class_colored_batch():
+    """Each image is one flat gray level that tells its class: 10 * class + 20."""
+    classes = np.arange(32) % 10
+    images = np.broadcast_to((10.0 * classes + 20.0)[:, None, None, None],
+                             (32, 16, 16, 3)).astype(np.float32)
+    return images, np.eye(10, dtype=np.float32)[classes]
+
+
+@pytest.mark.parametrize("op", ["mixup", "cutmix"])
+def test_label_mixing_mixes_two_classes_as_the_pixels_do(op):
+    images, labels = class_colored_batch()
+    augmentation = augment.build_augmentation(ops=[op], image_shape=(16, 16, 3),
+                                              num_classes=10, flip_safe=True)
+    out_images, out_labels = apply(augmentation, images, labels)
+    np.testing.assert_allclose(out_labels.sum(axis=1), 1.0, atol=1e-6)
+    assert ((out_labels > 1e-6).sum(axis=1) <= 2).all()
+    assert ((out_labels > 1e-6).sum(axis=1) == 2).sum() >= 16
+    levels = 10.0 * np.arange(10) + 20.0
+    if op == "mixup":
+        # Pixels are the label-weighted blend of the two images' levels.
+        np.testing.assert_allclose(out_images[:, 0, 0, 0], out_labels @ levels, atol=1e-3)
+    else:
+        # Each label weight is the share of pixels pasted from that class's image, up to
+        # Keras computing it from the box before its edges snap to pixels (a row and a
+        # column of 16 are 2/16 of the area at most).
+        shares = np.stack([(np.abs(out_images[..., 0] - level) < 1e-3).mean(axis=(1, 2))
+                           for level in levels], axis=1)
+        np.testing.assert_allclose(shares, out_labels, atol=2 / 16)
+
+
+def test_one_channel_presets_leave_out_color_ops_and_explicit_ones_fail():
+    images, labels = left_bright_batch(1)
+    augmentation = augment.build_augmentation("strong", image_shape=(32, 32, 1),
+                                              num_classes=10, flip_safe=False)
+    out_images, _ = apply(augmentation, images, labels)
+    assert out_images.shape == images.shape
+    with pytest.raises(ValueError, match="'color_jitter' needs 3-channel images, received 1"):
+        augment.build_augmentation(ops=["color_jitter"], image_shape=(32, 32, 1),
+                                   num_classes=10, flip_safe=False)
+
+
+def test_unknown_names_and_parameters_list_the_valid_ones():
+    with pytest.raises(ValueError, match="'heavy'.*none, light, standard, strong"):
+        build("heavy")
+    with pytest.raises(ValueError, match="'blur'.*random_crop, flip"):
+        build(ops=["blur"])
+    with pytest.raises(ValueError, match=r"\['angle'\].*'rotation'.*\['degrees'\]"):
+        build(ops=[{"rotation": {"angle": 5}}])
+    with pytest.raises(ValueError, match="one-key mapping"):
+        build(ops=[("rotation", 5)])
+
+
+def test_op_parameters_take_effect():
+    images, labels = left_bright_batch(3)
+    still = apply(build(ops=[{"rotation": {"degrees": 0.0}}]), images, labels)[0]
+    np.testing.assert_allclose(still, images, atol=1e-3)
+    turned = apply(build(ops=[{"rotation": {"degrees": 90.0}}]), images, labels)[0]
+    assert np.abs(turned - images).mean() > 20
+
+
+def test_runs_in_tf_data_in_float32_under_mixed_precision():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    images, labels = class_colored_batch()
+    augmentation = augment.build_augmentation(ops=["random_crop", "cutmix"],
+                                              image_shape=(16, 16, 3), num_classes=10,
+                                              flip_safe=True)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).map(
+        augmentation, num_parallel_calls=tf.data.AUTOTUNE)
+    for batch_images, batch_labels in dataset:
+        assert batch_images.dtype == tf.float32 and batch_labels.dtype == tf.float32
+        assert batch_images.shape == (8, 16, 16, 3)

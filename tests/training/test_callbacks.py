@@ -1,0 +1,349 @@
+"""Callbacks on a tiny Dense model over scikit-learn's 8x8 digits (real data, seconds per fit)."""
+
+import csv
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from training.callbacks import (
+    PLATEAU_DEFAULTS,
+    TrainingDiverged,
+    build_callbacks,
+    fit_verbosity,
+)
+from training.schedules import build_learning_rate
+
+BATCH = 100
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    y = keras.utils.to_categorical(y, 10).astype("float32")
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])  # 14 steps per epoch
+
+
+def make_model(learning_rate=0.05, hidden=32, optimizer="sgd"):
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(hidden, activation="relu", name="hidden"),
+        keras.layers.Dense(10, activation="softmax", name="output"),
+    ])
+    opt = (keras.optimizers.SGD(learning_rate, momentum=0.9) if optimizer == "sgd"
+           else keras.optimizers.Adam(learning_rate))
+    model.compile(opt, loss=keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def fit(model, digits, callbacks, epochs):
+    (x, y), validation = digits
+    return model.fit(x, y, batch_size=BATCH, epochs=epochs, validation_data=validation,
+                     shuffle=False, callbacks=callbacks, verbose=0)
+
+
+def read_history(run_dir):
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class LogsOverride(keras.callbacks.Callback):
+    """Puts crafted per-epoch values into the logs, ahead of the callbacks under test."""
+
+    def __init__(self, key, values):
+        super().__init__()
+        self.key, self.values = key, values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs[self.key] = self.values[epoch]
+
+
+class Preempted(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """A crash or preemption at the start of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Preempted(f"preempted at the start of epoch {epoch}")
+
+
+class PreemptAtEpochEnd(InterruptAt):
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_begin(epoch)
+
+
+class WeightsPerEpoch(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def assert_same_weights(actual, expected):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_default_list_and_order(tmp_path):
+    callbacks = build_callbacks(tmp_path, tensorboard=True, plateau={"patience": 2},
+                                stop_at_perfect_train_accuracy=True, max_train_accuracy_drop=0.1)
+    assert [type(c).__name__ for c in callbacks] == [
+        "ResumablePlateau", "LearningRateLogger", "StopOnDivergence", "StopAtPerfectAccuracy",
+        "ResumableStopOnAccuracyDrop", "ResumableEarlyStopping", "ResumableCheckpoint",
+        "HistoryCSV", "TensorBoard", "BackupAndRestore",
+    ]
+    plateau = callbacks[0]
+    assert (plateau.factor, plateau.patience, plateau.min_lr) == (
+        PLATEAU_DEFAULTS["factor"], 2, PLATEAU_DEFAULTS["min_lr"])
+    minimal = build_callbacks(tmp_path, early_stopping_patience=None, checkpoint_best=False,
+                              backup=False, csv=False)
+    assert [type(c).__name__ for c in minimal] == ["LearningRateLogger", "StopOnDivergence"]
+    assert [type(c).__name__ for c in build_callbacks(tmp_path, early_stopping_patience=0)] == [
+        "LearningRateLogger", "StopOnDivergence", "ResumableCheckpoint", "HistoryCSV", "BackupAndRestore"]
+
+
+def test_history_csv_logs_the_schedule_learning_rate_and_best_model_reloads(tmp_path, digits):
+    schedule = build_learning_rate("step", base_lr=0.1, epochs=4, steps_per_epoch=14,
+                                   step_epochs=2, step_factor=0.5)
+    model = make_model(schedule)
+    history = fit(model, digits, build_callbacks(tmp_path, tensorboard=True), epochs=4)
+
+    rows = read_history(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(history.history["val_loss"])
+
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    (_, _), (x_val, y_val) = digits
+    val_losses = history.history["val_loss"]
+    best_loss = best.evaluate(x_val, y_val, batch_size=BATCH, verbose=0, return_dict=True)["loss"]
+    assert best_loss == pytest.approx(min(val_losses), rel=1e-5)
+    assert val_losses[-1] < val_losses[0] / 2  # it really learned the digits
+    assert list((tmp_path / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+    # The fit finished: nothing is left to resume from.
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "callback_state").exists()
+
+
+def test_float_learning_rate_is_logged_and_lowered_on_plateau(tmp_path, digits):
+    model = make_model(0.05)
+    # val_loss never improves after the first epoch: the rate halves every second epoch.
+    override = LogsOverride("val_loss", [1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    callbacks = [override] + build_callbacks(tmp_path, early_stopping_patience=None,
+                                             plateau={"factor": 0.5, "patience": 2})
+    fit(model, digits, callbacks, epochs=6)
+    rates = [float(r["learning_rate"]) for r in read_history(tmp_path)]
+    assert rates == pytest.approx([0.05, 0.05, 0.05, 0.025, 0.025, 0.0125])
+
+
+def test_plateau_refuses_a_schedule_before_training(tmp_path, digits):
+    schedule = build_learning_rate("cosine", base_lr=0.1, epochs=2, steps_per_epoch=14)
+    model = make_model(schedule)
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="Reduce-on-plateau needs a float learning rate"):
+        fit(model, digits, build_callbacks(tmp_path, plateau={}), epochs=2)
+    assert_same_weights(model.get_weights(), before)
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path, digits):
+    model = make_model(0.05)
+    recorder = WeightsPerEpoch()
+    # Best "val_loss" at epoch 2 (index 1); patience 2 stops after epoch 4.
+    override = LogsOverride("val_loss", [1.0, 0.5, 0.7, 0.8, 0.9, 0.3])
+    callbacks = [override, recorder] + build_callbacks(tmp_path, early_stopping_patience=2,
+                                                       checkpoint_best=False)
+    history = fit(model, digits, callbacks, epochs=6)
+    assert len(history.history["loss"]) == 4
+    assert_same_weights(model.get_weights(), recorder.weights[1])
+
+
+def test_stops_at_perfect_training_accuracy(tmp_path, digits, capsys):
+    model = make_model(0.02, hidden=128, optimizer="adam")
+    callbacks = build_callbacks(tmp_path, stop_at_perfect_train_accuracy=True,
+                                early_stopping_patience=None, checkpoint_best=False)
+    (x, y), _ = digits
+    history = model.fit(x, y, batch_size=BATCH, epochs=40, shuffle=False, callbacks=callbacks,
+                        verbose=0)
+    accuracy = history.history["accuracy"]
+    assert accuracy[-1] == 1.0 and max(accuracy[:-1]) < 1.0
+    assert len(accuracy) < 40
+    assert "training accuracy reached 100%" in capsys.readouterr().out
+
+
+def test_stops_when_training_accuracy_drops(tmp_path, digits, capsys):
+    model = make_model(0.05)
+    override = LogsOverride("accuracy", [0.50, 0.80, 0.75, 0.69, 0.9, 0.9])
+    callbacks = [override] + build_callbacks(tmp_path, max_train_accuracy_drop=0.1,
+                                             early_stopping_patience=None)
+    history = fit(model, digits, callbacks, epochs=6)
+    assert len(history.history["loss"]) == 4  # 0.80 -> 0.69 is a drop of 0.11
+    assert "fell from 0.8000 to 0.6900" in capsys.readouterr().out
+
+
+def fit_expecting_divergence(tmp_path, model, x, y, message):
+    with pytest.raises(TrainingDiverged, match=message):
+        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False,
+                  callbacks=build_callbacks(tmp_path, checkpoint_best=False), verbose=0)
+    assert not (tmp_path / "history.csv").exists()  # not one epoch completed
+
+
+def test_a_nan_loss_stops_with_advice(tmp_path, digits):
+    (x, y), _ = digits
+    y = y.copy()
+    y[150] = np.nan  # in the second batch of 100
+    fit_expecting_divergence(
+        tmp_path, make_model(0.05), x, y,
+        r"^The loss became nan in epoch 1, batch 2, at learning rate 0.05: training diverged. "
+        r"Lower the learning rate \(try 0.005\) or clip the gradients \(e.g. clip_norm=1.0\).$")
+
+
+def test_an_exploding_loss_stops_with_advice(tmp_path, digits):
+    # Measured: at lr 1e6 the loss jumps from 2.35 to 3.9e9 in the second batch and then stays
+    # finite (1e29) for good, which a NaN check alone never catches.
+    (x, y), _ = digits
+    fit_expecting_divergence(
+        tmp_path, make_model(1e6), x, y,
+        r"^The loss grew from 2.35\d* to 3.9\d*e\+09 in epoch 1, batch 2, at learning rate "
+        r"1e\+06: training diverged. Lower the learning rate \(try 100000\)")
+
+
+def test_nan_weights_behind_a_finite_loss_stop_with_advice(tmp_path, digits):
+    (x, y), _ = digits
+    x = x.copy()
+    x[150, 3] = np.nan
+    fit_expecting_divergence(
+        tmp_path, make_model(0.05), x, y,
+        # Whether a NaN input reaches the loss depends on the CPU kernels (oneDNN's ReLU maps
+        # NaN to 0 on some machines, passes it on elsewhere): either way the run stops in the
+        # batch that read it, with advice.
+        r"^The (weights became NaN or infinite|loss became nan) in epoch 1")
+
+
+def run_interrupted_then_resumed(run_dir, digits, epochs, interrupt_at, callback_kwargs,
+                                 extra=()):
+    """Fit until the interruption, then the same call again in a fresh Keras session."""
+    model = make_model(0.05)
+    with pytest.raises(Preempted):
+        fit(model, digits, list(extra) + build_callbacks(run_dir, **callback_kwargs)
+            + [InterruptAt(interrupt_at)], epochs=epochs)
+    assert len(read_history(run_dir)) == interrupt_at
+    keras.backend.clear_session()
+    model = make_model(0.05)  # a new process would start from freshly initialized weights
+    history = fit(model, digits, list(extra) + build_callbacks(run_dir, **callback_kwargs),
+                  epochs=epochs)
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits, tmp_path_factory):
+    """Weights and losses of the 5-epoch fit that the resumed fits must reproduce exactly."""
+    model = make_model(0.05)
+    history = fit(model, digits, build_callbacks(tmp_path_factory.mktemp("reference")), epochs=5)
+    return model.get_weights(), history.history["loss"]
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_completed_epoch(tmp_path, digits, uninterrupted):
+    reference_weights, reference_losses = uninterrupted
+
+    run_dir = tmp_path / "run"
+    model, history = run_interrupted_then_resumed(run_dir, digits, epochs=5, interrupt_at=3,
+                                                  callback_kwargs={})
+    assert history.epoch == [3, 4]
+    assert int(model.optimizer.iterations) == 5 * 14
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(reference_losses)
+    assert_same_weights(model.get_weights(), reference_weights)
+    assert not (run_dir / "backup").exists()
+
+
+@pytest.mark.slow
+def test_early_stopping_state_survives_a_resume(tmp_path, digits):
+    # Best at epoch 2 (index 1); patience 2. Interrupted before epoch index 3, the resumed fit
+    # must remember one epoch without improvement and the best weights, stop after index 3, and
+    # restore the weights of index 1. Starting afresh it would run all 6 epochs.
+    values = [1.0, 0.5, 0.7, 0.8, 0.9, 1.0]
+    recorder = WeightsPerEpoch()
+    reference = make_model(0.05)
+    fit(reference, digits, [LogsOverride("val_loss", values), recorder], epochs=6)
+
+    model, history = run_interrupted_then_resumed(
+        tmp_path, digits, epochs=6, interrupt_at=3,
+        callback_kwargs={"early_stopping_patience": 2}, extra=[LogsOverride("val_loss", values)])
+    assert history.epoch == [3]
+    assert [int(r["epoch"]) for r in read_history(tmp_path)] == [1, 2, 3, 4]
+    assert_same_weights(model.get_weights(), recorder.weights[1])
+    # best.keras is still the epoch-2 model: the resumed checkpoint remembered its best too.
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    assert_same_weights(best.get_weights(), recorder.weights[1])
+
+
+@pytest.mark.slow
+def test_a_crash_between_the_history_and_the_backup_repeats_that_epoch_once(tmp_path, digits,
+                                                                            uninterrupted):
+    reference_weights, reference_losses = uninterrupted
+
+    run_dir = tmp_path / "run"
+    model = make_model(0.05)
+    callbacks = build_callbacks(run_dir)
+    # Epoch 3's row and callback states are written, its backup is not.
+    with pytest.raises(Preempted):
+        fit(model, digits, callbacks[:-1] + [PreemptAtEpochEnd(2)] + callbacks[-1:], epochs=5)
+    assert len(read_history(run_dir)) == 3
+    keras.backend.clear_session()
+    model = make_model(0.05)
+    history = fit(model, digits, build_callbacks(run_dir), epochs=5)
+    assert history.epoch == [2, 3, 4]
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(reference_losses)
+    assert_same_weights(model.get_weights(), reference_weights)
+
+
+def test_bad_arguments_say_what_is_allowed(tmp_path):
+    with pytest.raises(ValueError, match="Unknown plateau keys \\['patiense'\\]; allowed: factor"):
+        build_callbacks(tmp_path, plateau={"patiense": 3})
+    with pytest.raises(ValueError, match="plateau factor must be in \\(0, 1\\); received 1.5"):
+        build_callbacks(tmp_path, plateau={"factor": 1.5})
+    with pytest.raises(ValueError, match="plateau patience must be an integer >= 1"):
+        build_callbacks(tmp_path, plateau={"patience": 0})
+    with pytest.raises(ValueError, match="early_stopping_patience must be an integer >= 0"):
+        build_callbacks(tmp_path, early_stopping_patience=-1)
+    with pytest.raises(ValueError, match="max_train_accuracy_drop must be in \\(0, 1\\)"):
+        build_callbacks(tmp_path, max_train_accuracy_drop=5)
+
+
+class FakeTerminal:
+    def isatty(self):
+        return True
+
+
+def test_fit_verbosity_is_a_bar_in_a_terminal_and_one_line_per_epoch_elsewhere(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys, "stdout", FakeTerminal())
+    assert fit_verbosity() == 1
+    monkeypatch.setenv("CI", "true")
+    assert fit_verbosity() == 2
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))  # a pipe or a log file
+    assert fit_verbosity() == 2

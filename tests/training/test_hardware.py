@@ -1,0 +1,278 @@
+"""Precision policies, strategies, batch and learning-rate scaling, worker dirs, the #20585 fix."""
+
+import json
+import pathlib
+import re
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as tf_trainer
+
+import zoo
+from training import hardware, multi_worker_fix
+
+CPUINFO = pathlib.Path("/proc/cpuinfo")
+
+
+def fake_cpuinfo(tmp_path, flags):
+    path = tmp_path / "cpuinfo"
+    path.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU\n"
+        f"flags\t\t: fpu sse2 avx2 {flags}\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2 {flags}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("avx512f avx512_bf16", True),
+    ("amx_tile amx_bf16", True),
+    ("avx512f avx512_vnni", False),
+])
+def test_cpu_supports_bf16_reads_the_flags(tmp_path, flags, expected):
+    assert hardware.cpu_supports_bf16(fake_cpuinfo(tmp_path, flags)) is expected
+
+
+def test_cpu_supports_bf16_is_false_without_cpuinfo(tmp_path):
+    assert hardware.cpu_supports_bf16(tmp_path / "missing") is False
+
+
+@pytest.mark.skipif(not CPUINFO.is_file() or "avx512_bf16" not in CPUINFO.read_text(),
+                    reason="this CPU has no AVX512-BF16")
+def test_auto_precision_on_this_cpu_is_mixed_bfloat16():
+    assert hardware.gpu_compute_capabilities() == []
+    assert hardware.resolve_precision() == "mixed_bfloat16"
+    assert hardware.resolve_precision("auto") == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("capabilities, cpu_bf16, expected", [
+    ([(8, 0)], False, "mixed_float16"),
+    ([(7, 0), (8, 6)], True, "mixed_float16"),
+    ([(7, 5), (6, 1)], True, "float32"),  # one GPU without tensor cores holds the others back
+    ([(6, 1)], True, "float32"),  # the GPU computes, so the CPU's bf16 does not matter
+    ([], True, "mixed_bfloat16"),
+    ([], False, "float32"),
+])
+def test_auto_precision_branches(monkeypatch, capabilities, cpu_bf16, expected):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: capabilities)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: cpu_bf16)
+    assert hardware.resolve_precision("auto") == expected
+
+
+@pytest.mark.parametrize("mode", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_explicit_precision_is_kept(monkeypatch, mode):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(9, 0)])
+    assert hardware.resolve_precision(mode) == mode
+    assert hardware.apply_precision(mode) == mode
+    assert keras.config.dtype_policy().name == mode
+
+
+def test_apply_precision_resolves_auto(monkeypatch):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    assert hardware.apply_precision("auto") == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("call", [hardware.resolve_precision, hardware.apply_precision])
+def test_unknown_precision_lists_the_valid_ones(call):
+    with pytest.raises(ValueError) as error:
+        call("float16")
+    message = str(error.value)
+    assert "'float16'" in message
+    for name in hardware.PRECISIONS:
+        assert repr(name) in message
+
+
+def lenet5_and_data(num_examples=32):
+    shape = zoo.model_info("lenet5").default_input_shape
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(num_examples, *shape)).astype("float32") / 255.0
+    labels = np.eye(10, dtype="float32")[np.arange(num_examples) % 10]
+    model = zoo.create("lenet5", input_shape=shape, num_classes=10)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.CategoricalCrossentropy())
+    return model, images, labels
+
+
+def test_mixed_float16_model_gets_loss_scaling():
+    hardware.apply_precision("mixed_float16")
+    model, images, labels = lenet5_and_data()
+    # Keras 3's compile wraps the optimizer itself when the model's policy is mixed_float16.
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(model.optimizer.iterations.numpy()) == 4
+    # The dynamic scale starts at 2**15 and only halves on overflow, which these steps lack.
+    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+    assert model.get_layer("predictions_dense").compute_dtype == "float16"
+    assert model.predict(images[:2], verbose=0).dtype == np.float32
+
+
+def test_mixed_bfloat16_trains_with_float32_outputs_and_no_loss_scaling():
+    hardware.apply_precision("mixed_bfloat16")
+    model, images, labels = lenet5_and_data()
+    assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = model.fit(images, labels, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    dense = model.get_layer("predictions_dense")
+    assert (dense.compute_dtype, dense.variable_dtype) == ("bfloat16", "float32")
+    # The softmax runs in float32, so the probabilities are float32 and sum to one closely.
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    probabilities = model.predict(images[:4], verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_one_device_and_auto_without_gpus_are_the_default_strategy():
+    for mode in ("one_device", "auto"):
+        strategy = hardware.resolve_strategy(mode)
+        assert strategy is tf.distribute.get_strategy()
+        assert strategy.num_replicas_in_sync == 1
+
+
+def test_mirrored_without_gpus_uses_the_logical_cpus():
+    strategy = hardware.resolve_strategy("mirrored")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    assert strategy.num_replicas_in_sync == len(cpus)
+    devices = strategy.extended.worker_devices
+    assert [tf.DeviceSpec.from_string(d).to_string() for d in devices] == [
+        tf.DeviceSpec.from_string(f"/job:localhost/replica:0/task:0{cpu}").to_string()
+        for cpu in cpus
+    ]
+
+
+def test_unknown_strategy_lists_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        hardware.resolve_strategy("parameter_server")
+    for name in hardware.STRATEGIES:
+        assert repr(name) in str(error.value)
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "TF_CONFIG environment variable"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"task": {"type": "worker", "index": 0}}), "'cluster' with a 'worker' list"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}), "'task' whose 'type'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}),
+     "'task' whose 'type'"),
+    (json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                 "task": {"type": "worker", "index": 2}}), "integer in [0, 2)"),
+])
+def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    monkeypatch.setattr(multi_worker_fix, "apply", lambda: pytest.fail("fix applied"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hardware.resolve_strategy("multi_worker")
+
+
+def replicas(count):
+    return types.SimpleNamespace(num_replicas_in_sync=count, cluster_resolver=None)
+
+
+def test_global_batch_size_is_per_replica_times_replicas():
+    assert hardware.global_batch_size(64, replicas(1)) == 64
+    assert hardware.global_batch_size(64, replicas(4)) == 256
+    assert hardware.global_batch_size(32, tf.distribute.get_strategy()) == 32
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="per_replica_batch must be a positive integer"):
+            hardware.global_batch_size(bad, replicas(2))
+
+
+def test_scaled_learning_rate():
+    assert hardware.scaled_learning_rate(0.1, 4) == 0.1
+    assert hardware.scaled_learning_rate(0.1, 4, rule=None) == 0.1
+    assert hardware.scaled_learning_rate(0.1, 4, rule="linear") == pytest.approx(0.4)
+    assert hardware.scaled_learning_rate(0.05, 1, rule="linear") == 0.05
+    with pytest.raises(ValueError, match="'sqrt'.*None, 'linear'"):
+        hardware.scaled_learning_rate(0.1, 4, rule="sqrt")
+    with pytest.raises(ValueError, match="replicas must be a positive integer"):
+        hardware.scaled_learning_rate(0.1, 0, rule="linear")
+    with pytest.raises(ValueError, match="base_lr must be positive"):
+        hardware.scaled_learning_rate(-0.1, 2)
+
+
+def task(cluster, task_type, task_id):
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    return types.SimpleNamespace(num_replicas_in_sync=2, cluster_resolver=resolver)
+
+
+WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+CHIEF_AND_WORKER = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}
+
+
+@pytest.mark.parametrize("strategy, chief, subdir", [
+    (tf.distribute.get_strategy(), True, None),
+    (task(WORKERS, "worker", 0), True, None),
+    (task(WORKERS, "worker", 1), False, "workertemp_worker_1"),
+    (task(CHIEF_AND_WORKER, "chief", 0), True, None),
+    (task(CHIEF_AND_WORKER, "worker", 0), False, "workertemp_worker_0"),
+])
+def test_chief_writes_the_run_dir_and_other_workers_their_own(tmp_path, strategy, chief, subdir):
+    assert hardware.is_chief(strategy) is chief
+    expected = tmp_path if subdir is None else tmp_path / subdir
+    assert hardware.worker_dir(tmp_path, strategy) == expected
+    assert hardware.worker_dir(str(tmp_path), strategy) == expected
+
+
+@pytest.fixture
+def keras_trainer(monkeypatch):
+    """Keras' own trainer functions, restored after the test whatever it installs."""
+    monkeypatch.setattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build",
+                        tf_trainer.TensorFlowTrainer._maybe_symbolic_build)
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", tf_trainer.reduce_per_replica)
+    return tf_trainer
+
+
+@pytest.mark.parametrize("version, needed", [
+    ("3.6.0", False), ("3.7.0", True), ("3.15.1", True), ("3.15.2", False), ("4.0.0", False),
+])
+def test_the_fix_is_tied_to_the_broken_keras_versions(version, needed):
+    assert multi_worker_fix.is_needed(version) is needed
+
+
+def test_the_fix_is_needed_for_the_pinned_keras():
+    assert keras.version() == "3.15.1"
+    assert multi_worker_fix.is_needed()
+
+
+def test_apply_installs_the_fix_once(keras_trainer):
+    keras_build = keras_trainer.TensorFlowTrainer._maybe_symbolic_build
+    keras_reduce = keras_trainer.reduce_per_replica
+    assert keras_reduce.__module__ == "keras.src.backend.tensorflow.trainer"  # not at import
+    assert multi_worker_fix.apply() is True
+    assert multi_worker_fix.apply() is True
+    assert keras_trainer.TensorFlowTrainer._maybe_symbolic_build is \
+        multi_worker_fix._maybe_symbolic_build
+    assert keras_trainer.reduce_per_replica is multi_worker_fix._reduce_per_replica
+    # The fix delegates to Keras' own functions, never to itself.
+    assert multi_worker_fix._ORIGINALS == {"_maybe_symbolic_build": keras_build,
+                                           "reduce_per_replica": keras_reduce}
+
+
+def test_apply_leaves_other_keras_versions_alone(keras_trainer, monkeypatch):
+    keras_reduce = keras_trainer.reduce_per_replica
+    monkeypatch.setattr(keras, "version", lambda: "3.16.0")
+    assert multi_worker_fix.apply() is False
+    assert keras_trainer.reduce_per_replica is keras_reduce
+
+
+def test_patched_functions_change_nothing_outside_multi_worker(keras_trainer):
+    multi_worker_fix.apply()
+    strategy = hardware.resolve_strategy("mirrored")
+    with strategy.scope():
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.ones((8, 3), "float32")
+    history = model.fit(x, np.zeros((8, 2), "float32"), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    value = tf.constant([1.0, 3.0])
+    assert keras_trainer.reduce_per_replica(value, strategy, "auto") is value

@@ -1,0 +1,168 @@
+"""The trainer end to end: the embedded default, what a run leaves behind, naming, resume, CLI."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from tests.conftest import REPO
+from training import TrainConfig, train
+from training.config import from_dict
+
+
+def quick_config(tmp_path, **overrides):
+    """The embedded default (lenet5 on digits), shortened for tests."""
+    values = {"epochs": 3, "output": {"output_dir": str(tmp_path)}}
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            values.setdefault(section, {})[field] = value
+        else:
+            values[key] = value
+    return TrainConfig().replace(values)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The README's main command, `python -m training.run`, as a function call."""
+    output = tmp_path_factory.mktemp("runs")
+    return train(TrainConfig().replace({"output": {"output_dir": str(output)}}))
+
+
+def test_embedded_default_reaches_95_percent_on_digits(default_run):
+    assert default_run.metrics["test_accuracy"] >= 0.95
+    assert default_run.run_dir.name == "lenet5-digits"
+
+
+def test_a_run_leaves_everything_behind(default_run):
+    run = default_run.run_dir
+    for name in ("model.keras", "saved_model", "config.yaml", "history.csv", "metrics.json",
+                 "curves.png", "class_names.json"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_top5_accuracy", "test_loss", "epochs_completed",
+                "train_seconds", "images_per_second"):
+        assert key in metrics
+    assert metrics["epochs_completed"] == len(default_run.history["loss"])
+    assert json.loads((run / "class_names.json").read_text()) == [str(d) for d in range(10)]
+
+
+def test_the_saved_model_serves_raw_pixels(default_run):
+    run = default_run.run_dir
+    images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 1)).astype("float32")
+    expected = default_run.model.predict(images, verbose=0)
+    served = tf.saved_model.load(str(run / "saved_model"))
+    outputs = served.signatures["serving_default"](tf.constant(images))
+    (probabilities,) = outputs.values()
+    np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
+    reloaded = keras.saving.load_model(run / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
+
+
+def test_the_saved_config_repeats_the_run(default_run):
+    saved = from_dict(yaml.safe_load((default_run.run_dir / "config.yaml").read_text()))
+    assert saved.model.name == "lenet5"
+    assert saved.data.image_size == 32  # resolved from the model's default input
+    saved.validate()
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    first = train(quick_config(tmp_path, epochs=1))
+    model_bytes = (first.run_dir / "model.keras").read_bytes()
+    second = train(quick_config(tmp_path, epochs=1))
+    assert second.run_dir.name == "lenet5-digits-2"
+    assert (first.run_dir / "model.keras").read_bytes() == model_bytes
+    third = train(quick_config(tmp_path, epochs=1, output__overwrite=True))
+    assert third.run_dir == first.run_dir
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise Crash(f"simulated preemption after epoch {self.epoch}")
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    config = quick_config(tmp_path, epochs=4, output__run_name="resumable", callbacks__early_stopping_patience=0)
+    with pytest.raises(Crash):
+        train(config, extra_callbacks=[CrashAfterEpoch(2)])
+    run_dir = tmp_path / "resumable"
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = train(config)
+    assert resumed.resumed and resumed.run_dir == run_dir
+    assert resumed.metrics["epochs_completed"] == 4
+    history = resumed.history
+    assert len(history["loss"]) == 4  # one row per epoch, none repeated
+    # The optimizer state came back too: 4 epochs of steps in total, not 2.
+    steps_per_epoch = int(np.ceil(resumed.metrics["num_examples"]["train"] / 32))
+    assert int(resumed.model.optimizer.iterations.numpy()) == 4 * steps_per_epoch
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+    config = quick_config(tmp_path, epochs=3, output__run_name="r")
+    with pytest.raises(Crash):
+        train(config, extra_callbacks=[CrashAfterEpoch(1)])
+    with pytest.raises(ValueError, match="different config"):
+        train(config.replace({"optimizer": {"lr": 0.5}}))
+
+
+def test_the_same_seed_repeats_a_run(tmp_path):
+    a = train(quick_config(tmp_path / "a", epochs=2))
+    b = train(quick_config(tmp_path / "b", epochs=2))
+    assert a.history["loss"] == b.history["loss"]
+
+
+def test_cli_rejects_bad_values_before_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.run", "--lr", "-1", "--output-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "learning rate must be positive" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_trains_and_reports_json(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.run", "--epochs", "1", "--output-dir", str(tmp_path),
+         "--model", "stagewise_cnn", "--image-size", "16"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Keras prints one line per epoch to stdout when it is not a terminal; the report is last.
+    report = json.loads(result.stdout[result.stdout.index("\n{") + 1:])
+    assert report["epochs_completed"] == 1
+    assert (tmp_path / "stagewise_cnn-digits" / "saved_model").is_dir()
+    # Not a terminal: one line per epoch (steps, time, metrics), no progress bar redraws.
+    epoch_lines = re.findall(r"^\d+/\d+ - \d+s - .*val_loss: .*learning_rate: ", result.stdout,
+                             re.M)
+    assert len(epoch_lines) == 1 and "\r" not in result.stdout
+
+
+@pytest.mark.slow
+def test_lenet5_reaches_98_percent_on_mnist_in_one_epoch(tmp_path, shared_datasets, mnist_data_dir):
+    result = train(TrainConfig().replace({
+        "epochs": 1,
+        "data": {"dataset": "mnist", "manual_dir": str(shared_datasets / "mnist"),
+                 "data_dir": str(mnist_data_dir)},
+        "output": {"output_dir": str(tmp_path)},
+    }))
+    assert result.metrics["num_examples"]["test"] == 10_000
+    assert result.metrics["test_accuracy"] >= 0.98

@@ -1,0 +1,170 @@
+"""Batch augmentation for the trainer, built from Keras' own preprocessing layers.
+
+`build_augmentation` returns a callable that maps a batch of (float32 images 0..255, one-hot
+labels) to an augmented batch, for `tf.data.Dataset.map` on the CPU.
+"""
+
+import inspect
+
+import keras
+
+VALUE_RANGE = (0, 255)
+# Geometric ops fill uncovered pixels with black, as padding-and-cropping does.
+FILL = {"fill_mode": "constant", "fill_value": 0.0}
+
+
+def _random_crop(image_shape, layer_kwargs, padding=None):
+    """Pad-and-crop: a random shift of up to `padding` pixels (default 1/8 of the side)."""
+    height, width = image_shape[:2]
+    padding = max(1, round(min(height, width) / 8)) if padding is None else padding
+    # keras.layers.RandomCrop crops a whole batch at one location; a nearest-neighbour
+    # translation with zero fill shifts each image on its own, as padding then cropping does.
+    return keras.layers.RandomTranslation(
+        padding / height, padding / width, interpolation="nearest", **FILL, **layer_kwargs
+    )
+
+
+def _flip(image_shape, layer_kwargs):
+    return keras.layers.RandomFlip("horizontal", **layer_kwargs)
+
+
+def _zoom(image_shape, layer_kwargs, factor=0.1):
+    """Random resized crop: zoom in or out by up to `factor`, each axis on its own."""
+    return keras.layers.RandomZoom((-factor, factor), (-factor, factor), **FILL, **layer_kwargs)
+
+
+def _rotation(image_shape, layer_kwargs, degrees=10.0):
+    return keras.layers.RandomRotation(degrees / 360.0, **FILL, **layer_kwargs)
+
+
+def _translation(image_shape, layer_kwargs, fraction=0.1):
+    return keras.layers.RandomTranslation(fraction, fraction, **FILL, **layer_kwargs)
+
+
+def _color_jitter(image_shape, layer_kwargs, brightness=0.2, contrast=0.2, saturation=0.2,
+                  hue=0.02):
+    # RandomSaturation leaves images unchanged at 0.5: jitter around it.
+    return keras.layers.RandomColorJitter(
+        value_range=VALUE_RANGE,
+        brightness_factor=brightness,
+        contrast_factor=contrast,
+        saturation_factor=(0.5 - saturation / 2, 0.5 + saturation / 2),
+        hue_factor=hue,
+        **layer_kwargs,
+    )
+
+
+def _random_erasing(image_shape, layer_kwargs, probability=0.25, scale=(0.02, 0.33)):
+    return keras.layers.RandomErasing(
+        factor=(probability, probability), scale=scale, value_range=VALUE_RANGE, **layer_kwargs
+    )
+
+
+def _rand_augment(image_shape, layer_kwargs, num_ops=2, magnitude=0.5):
+    return keras.layers.RandAugment(
+        value_range=VALUE_RANGE, num_ops=num_ops, factor=magnitude, **layer_kwargs
+    )
+
+
+def _mixup(image_shape, layer_kwargs, alpha=0.2):
+    return keras.layers.MixUp(alpha=alpha, **layer_kwargs)
+
+
+def _cutmix(image_shape, layer_kwargs, alpha=1.0):
+    return keras.layers.CutMix(factor=alpha, **layer_kwargs)
+
+
+OPS = {
+    "random_crop": _random_crop,
+    "flip": _flip,
+    "zoom": _zoom,
+    "rotation": _rotation,
+    "translation": _translation,
+    "color_jitter": _color_jitter,
+    "random_erasing": _random_erasing,
+    "rand_augment": _rand_augment,
+    "mixup": _mixup,
+    "cutmix": _cutmix,
+}
+# Saturation and hue need three channels (RandAugment's color ops degrade to no-ops on one).
+COLOR_OPS = frozenset({"color_jitter"})
+# Each preset adds to the one before it. Label-mixing ops (mixup, cutmix) are opt-in: they
+# change what accuracy means during training and need longer schedules to pay off.
+PRESETS = {
+    "none": (),
+    "light": ("random_crop", "flip"),
+    "standard": ("random_crop", "flip", "rotation", "zoom", "color_jitter"),
+    "strong": ("random_crop", "flip", "rotation", "zoom", "color_jitter", "rand_augment",
+               "random_erasing"),
+}
+
+
+def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes, flip_safe,
+                       seed=0):
+    """A callable (images, one-hot labels) -> (images, labels) on batches, or None.
+
+    `ops` overrides the preset with a list of op names or one-key mappings from an op name to
+    its parameters, e.g. `["flip", {"rotation": {"degrees": 15}}]`. Presets leave out the flip
+    when `flip_safe` is False and color ops on 1-channel images; explicit ops that do not fit
+    the data are an error. Images stay float32 in 0..255.
+    """
+    channels = int(image_shape[-1])
+    if ops is None:
+        if preset not in PRESETS:
+            raise ValueError(
+                f"unknown augmentation preset {preset!r}; valid presets: {', '.join(PRESETS)}"
+            )
+        specs = [(name, {}) for name in PRESETS[preset]
+                 if (name != "flip" or flip_safe) and (name not in COLOR_OPS or channels == 3)]
+    else:
+        specs = [_parse_op(op) for op in ops]
+        for name, _ in specs:
+            if name == "flip" and not flip_safe:
+                raise ValueError("op 'flip' changes this dataset's labels (flip_safe=False)")
+            if name in COLOR_OPS and channels != 3:
+                raise ValueError(f"op {name!r} needs 3-channel images, received {channels}")
+    if not specs:
+        return None
+    if num_classes < 2 and any(name in ("mixup", "cutmix") for name, _ in specs):
+        raise ValueError(f"mixup and cutmix need at least 2 classes, received {num_classes}")
+
+    layers = [_make_op(name, params, image_shape, index, seed + index)
+              for index, (name, params) in enumerate(specs)]
+    pipeline = keras.layers.Pipeline(layers, name="augmentation")
+
+    def augment(images, labels):
+        batch = pipeline({"images": images, "labels": labels}, training=True)
+        # Random erasing fills with unbounded noise: keep the 0..255 contract.
+        return keras.ops.clip(batch["images"], *VALUE_RANGE), batch["labels"]
+
+    return augment
+
+
+def _parse_op(op):
+    if isinstance(op, str):
+        name, params = op, {}
+    elif isinstance(op, dict) and len(op) == 1:
+        ((name, params),) = op.items()
+        params = dict(params or {})
+    else:
+        raise ValueError(
+            f"an augmentation op is a name or a one-key mapping {{name: {{param: value}}}}, "
+            f"received {op!r}"
+        )
+    if name not in OPS:
+        raise ValueError(f"unknown augmentation op {name!r}; valid ops: {', '.join(OPS)}")
+    return name, params
+
+
+def _make_op(name, params, image_shape, index, seed):
+    builder = OPS[name]
+    allowed = list(inspect.signature(builder).parameters)[2:]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown parameters {unknown} for augmentation op {name!r}; "
+            f"valid parameters: {allowed or 'none'}"
+        )
+    # float32 whatever the global dtype policy: mixed precision is for the model, not the data.
+    layer_kwargs = {"seed": seed, "name": f"augment_{index}_{name}", "dtype": "float32"}
+    return builder(image_shape, layer_kwargs, **params)

@@ -1,0 +1,386 @@
+"""The callbacks `model.fit` runs with, and the fit verbosity for where the output goes.
+
+Resume after a crash or preemption: `BackupAndRestore` in run_dir/backup restores the weights,
+the optimizer state and the epoch count, but not the state of other callbacks. Every stateful
+callback here (early stopping with its best weights, the best-model checkpoint, the accuracy-drop
+stop, reduce-on-plateau) therefore saves its state into run_dir/callback_state at each epoch end,
+before the backup is written, and reloads it when a fit starts past epoch 0. The history CSV keeps
+the rows of the epochs already completed and appends the rest, so a resumed run has one row per
+epoch.
+"""
+
+import contextlib
+import csv
+import json
+import math
+import os
+import pathlib
+import sys
+
+import keras
+import numpy as np
+
+PLATEAU_DEFAULTS = {"factor": 0.1, "patience": 5, "min_lr": 0.0}
+
+
+def fit_verbosity():
+    """1 (a progress bar) in a terminal; 2 (one line per epoch) in CI, logs and pipes."""
+    return 1 if sys.stdout.isatty() and not os.environ.get("CI") else 2
+
+
+def _current_learning_rate(optimizer):
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _write_atomically(path, write):
+    """write(file) into path via a temporary file, so a kill never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _write_atomically_npz(path, arrays):
+    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez appends .npz to other names
+    np.savez(tmp, *arrays)
+    os.replace(tmp, path)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite, or the loss exploded."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises TrainingDiverged with what to change, at the first sign of divergence.
+
+    A NaN/inf loss alone misses much of it (measured on digits): with a softmax output a too high
+    learning rate sends the loss to 1e29 without overflowing, and ReLUs map NaN to 0, so NaN
+    weights can leave the loss finite. Hence three checks: a non-finite loss and a loss grown
+    LOSS_EXPLOSION_FACTOR-fold from the fit's first batch, or from 1 when that was lower, so that
+    a noisy batch of a resumed, well-fitted run does not trip it (each batch); non-finite weights
+    (each epoch). Raising, not a quiet stop, keeps a diverged run from being exported as a result, and
+    leaves the backup of the last good epoch in place.
+    """
+
+    LOSS_EXPLOSION_FACTOR = 1e4
+
+    def on_train_begin(self, logs=None):
+        self._first_loss = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        where = f"in epoch {self._epoch + 1}, batch {batch + 1}"
+        if not math.isfinite(loss):
+            self._diverged(f"The loss became {loss} {where}")
+        if self._first_loss is None:
+            self._first_loss = loss
+        elif loss > self.LOSS_EXPLOSION_FACTOR * max(self._first_loss, 1.0):
+            self._diverged(f"The loss grew from {self._first_loss:.4g} to {loss:.4g} {where}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        weights = self.model.trainable_weights
+        if not all(bool(keras.ops.all(keras.ops.isfinite(w))) for w in weights):
+            loss = logs.get("loss", float("nan"))
+            self._diverged(f"The weights became NaN or infinite in epoch {epoch + 1} while the "
+                           f"loss stayed finite ({loss:.4g}; ReLUs turn NaN into 0): check the "
+                           "inputs for NaN too")
+
+    def _diverged(self, what):
+        lr = _current_learning_rate(self.model.optimizer)
+        raise TrainingDiverged(
+            f"{what}, at learning rate {lr:g}: training diverged. Lower the learning rate "
+            f"(try {lr / 10:g}) or clip the gradients (e.g. clip_norm=1.0)."
+        )
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """logs["learning_rate"]: the rate at the epoch's first step (a float or a schedule's value)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._learning_rate = _current_learning_rate(self.model.optimizer)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = self._learning_rate
+
+
+class StopAtPerfectAccuracy(keras.callbacks.Callback):
+    """Stops when the training accuracy reaches 100%: nothing is left to learn from the data."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs.get("accuracy", 0.0) >= 1.0:
+            print(f"Epoch {epoch + 1}: training accuracy reached 100%, stopping.")
+            self.model.stop_training = True
+
+
+class StopOnAccuracyDrop(keras.callbacks.Callback):
+    """Stops when the training accuracy falls more than max_drop below its best (instability)."""
+
+    def __init__(self, max_drop):
+        super().__init__()
+        self.max_drop = max_drop
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = logs.get("accuracy")
+        if accuracy is None:
+            return
+        if self.best is None or accuracy > self.best:
+            self.best = accuracy
+        elif self.best - accuracy > self.max_drop:
+            print(f"Epoch {epoch + 1}: training accuracy fell from {self.best:.4f} to "
+                  f"{accuracy:.4f}, more than {self.max_drop}: stopping.")
+            self.model.stop_training = True
+
+
+class _Resumable:
+    """Mixin: a callback's state survives an interrupted fit that BackupAndRestore resumes.
+
+    Subclasses give their state as a JSON-able dict from `_state()` (which may also write files
+    named `<state_name>.*`) and take it back in `_load_state(state)`.
+    The state is written at each epoch end; callbacks run in list order, and BackupAndRestore comes
+    last, so the state is never behind the backup. If a crash falls between the two, the resumed
+    fit repeats an epoch this state already counted: that epoch is not counted twice.
+    """
+
+    state_name = None
+
+    def __init__(self, *args, state_dir, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_dir = pathlib.Path(state_dir)
+
+    @property
+    def _state_path(self):
+        return self.state_dir / f"{self.state_name}.json"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._first_epoch_pending = True
+        self._epochs_counted = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # BackupAndRestore has moved the start epoch by now: past 0 means this fit resumes.
+        if self._first_epoch_pending:
+            self._first_epoch_pending = False
+            if epoch > 0 and self._state_path.exists():
+                state = json.loads(self._state_path.read_text())
+                self._epochs_counted = state.pop("epochs_counted")
+                self._load_state(state)
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self._epochs_counted:
+            return
+        super().on_epoch_end(epoch, logs)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state = {"epochs_counted": epoch + 1, **self._state()}
+        _write_atomically(self._state_path, lambda f: json.dump(state, f))
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        # The fit is over (stopped or done): nothing left to resume.
+        for path in self.state_dir.glob(f"{self.state_name}.*"):
+            path.unlink()
+        with contextlib.suppress(OSError):  # other callbacks may still have files there
+            self.state_dir.rmdir()
+
+
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters and best weights survive a resumed fit."""
+
+    state_name = "early_stopping"
+
+    @property
+    def _weights_path(self):
+        return self.state_dir / f"{self.state_name}.weights.npz"
+
+    def _state(self):
+        if self.best_weights is not None and self.best_epoch != self._saved_weights_epoch:
+            _write_atomically_npz(self._weights_path, self.best_weights)
+            self._saved_weights_epoch = self.best_epoch
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch}
+
+    def _load_state(self, state):
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+        if self._weights_path.exists():
+            with np.load(self._weights_path) as arrays:
+                self.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            self._saved_weights_epoch = self.best_epoch
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._saved_weights_epoch = None
+
+
+class ResumableCheckpoint(_Resumable, keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint(save_best_only) that keeps its best value across a resumed fit."""
+
+    state_name = "checkpoint"
+
+    def _state(self):
+        return {"best": self.best}
+
+    def _load_state(self, state):
+        self.best = state["best"]
+
+
+class ResumablePlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that refuses a schedule up front and keeps its counters across a resume.
+
+    The reduced learning rate itself is an optimizer variable, which the backup restores.
+    """
+
+    state_name = "plateau"
+
+    def on_train_begin(self, logs=None):
+        # Keras itself only notices when it first tries to lower the rate, maybe epochs in.
+        # LossScaleOptimizer (mixed_float16) wraps the optimizer that owns the learning rate.
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "Reduce-on-plateau needs a float learning rate, but the optimizer holds the "
+                f"schedule {type(optimizer._learning_rate).__name__}: use the 'plateau' (or "
+                "'constant') schedule with plateau=..., or another schedule without it."
+            )
+        super().on_train_begin(logs)
+
+    def _state(self):
+        return {"wait": self.wait, "best": self.best, "cooldown_counter": self.cooldown_counter}
+
+    def _load_state(self, state):
+        self.wait, self.best = state["wait"], state["best"]
+        self.cooldown_counter = state["cooldown_counter"]
+
+
+class ResumableStopOnAccuracyDrop(_Resumable, StopOnAccuracyDrop):
+    """StopOnAccuracyDrop that keeps its best accuracy across a resumed fit."""
+
+    state_name = "accuracy_drop"
+
+    def _state(self):
+        return {"best": self.best}
+
+    def _load_state(self, state):
+        self.best = state["best"]
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv with one row per completed epoch (1-based `epoch`), rewritten whole each epoch.
+
+    A resumed fit keeps the rows of the epochs before its start epoch and drops any later ones (an
+    epoch that finished after the last backup runs again), so no epoch appears twice.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+
+    def on_train_begin(self, logs=None):
+        self._rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._rows is None:
+            self._rows = [row for row in self._read() if int(row["epoch"]) <= epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._rows.append({"epoch": epoch + 1, **logs})
+        columns = ["epoch"] + sorted({key for row in self._rows for key in row} - {"epoch"})
+
+        def write(f):
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self._rows)
+
+        _write_atomically(self.path, write)
+
+    def _read(self):
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def _check_plateau(plateau):
+    unknown = set(plateau) - set(PLATEAU_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown plateau keys {sorted(unknown)}; allowed: "
+                         f"{', '.join(PLATEAU_DEFAULTS)}.")
+    settings = {**PLATEAU_DEFAULTS, **plateau}
+    if not 0 < settings["factor"] < 1:
+        raise ValueError(f"plateau factor must be in (0, 1); received {settings['factor']}.")
+    if not (isinstance(settings["patience"], int) and settings["patience"] >= 1):
+        raise ValueError(f"plateau patience must be an integer >= 1; received "
+                         f"{settings['patience']!r}.")
+    if settings["min_lr"] < 0:
+        raise ValueError(f"plateau min_lr must be >= 0; received {settings['min_lr']}.")
+    return settings
+
+
+def build_callbacks(
+    run_dir,
+    *,
+    early_stopping_patience=10,
+    monitor="val_loss",
+    stop_at_perfect_train_accuracy=False,
+    max_train_accuracy_drop=None,
+    checkpoint_best=True,
+    tensorboard=False,
+    plateau=None,
+    backup=True,
+    csv=True,
+):
+    """The callbacks for `model.fit`, in the order they must run.
+
+    Writes into run_dir: best.keras (the best model by `monitor`), history.csv (with the
+    learning_rate column), tensorboard/, backup/ and callback_state/ (both gone when fit ends).
+    `plateau` is None or a dict with any of factor, patience, min_lr (defaults in
+    PLATEAU_DEFAULTS); it needs a float learning rate. `backup` needs a built model. Training
+    accuracy is logs["accuracy"]. A diverging fit raises TrainingDiverged (StopOnDivergence).
+    """
+    if early_stopping_patience is not None and not (
+        isinstance(early_stopping_patience, int) and early_stopping_patience >= 0
+    ):
+        raise ValueError("early_stopping_patience must be an integer >= 0 (0 or None disables "
+                         f"early stopping); received {early_stopping_patience!r}.")
+    if max_train_accuracy_drop is not None and not 0 < max_train_accuracy_drop < 1:
+        raise ValueError("max_train_accuracy_drop must be in (0, 1) or None; received "
+                         f"{max_train_accuracy_drop}.")
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = run_dir / "callback_state"
+
+    callbacks = []
+    if plateau is not None:
+        settings = _check_plateau(plateau)
+        callbacks.append(ResumablePlateau(monitor=monitor, verbose=1, state_dir=state_dir,
+                                          **settings))
+    # Before every callback that records the logs (the CSV, TensorBoard, fit's History).
+    callbacks += [LearningRateLogger(), StopOnDivergence()]
+    if stop_at_perfect_train_accuracy:
+        callbacks.append(StopAtPerfectAccuracy())
+    if max_train_accuracy_drop is not None:
+        callbacks.append(ResumableStopOnAccuracyDrop(max_train_accuracy_drop,
+                                                     state_dir=state_dir))
+    if early_stopping_patience:
+        callbacks.append(ResumableEarlyStopping(monitor=monitor, patience=early_stopping_patience,
+                                                restore_best_weights=True, verbose=1,
+                                                state_dir=state_dir))
+    if checkpoint_best:
+        callbacks.append(ResumableCheckpoint(str(run_dir / "best.keras"), monitor=monitor,
+                                             save_best_only=True, state_dir=state_dir))
+    if csv:
+        callbacks.append(HistoryCSV(run_dir / "history.csv"))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    if backup:
+        # Last: every state above is written before the backup of the same epoch. Two copies:
+        # a process killed while writing one still leaves the other to resume from.
+        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup"),
+                                                          double_checkpoint=True))
+    return callbacks

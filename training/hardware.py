@@ -1,0 +1,200 @@
+"""Where and in what precision training runs: dtype policies, tf.distribute strategies, workers.
+
+    policy = apply_precision("auto")          # sets the global Keras dtype policy, returns its name
+    strategy = resolve_strategy("auto")       # build and compile the model under strategy.scope()
+    batch = global_batch_size(64, strategy)   # per-replica batch times the replicas
+
+Call both before any model is built: Keras reads the dtype policy when a layer is created, and
+MultiWorkerMirroredStrategy must be created before TensorFlow runs its first op.
+"""
+
+import json
+import os
+import pathlib
+
+import keras
+import tensorflow as tf
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+LR_SCALING_RULES = (None, "linear")
+
+# Volta (7.0) and newer have tensor cores, where float16 matrix products are several times faster.
+TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
+# CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def _check_choice(kind, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"Unknown {kind} {value!r}; valid: {', '.join(map(repr, allowed))}.")
+
+
+def gpu_compute_capabilities() -> list:
+    """The (major, minor) CUDA compute capability of each visible GPU; empty without GPUs."""
+    return [
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+        for gpu in tf.config.list_physical_devices("GPU")
+    ]
+
+
+def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16).
+
+    Reads Linux's /proc/cpuinfo; elsewhere the answer is False, which keeps float32.
+    """
+    try:
+        text = pathlib.Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & BF16_CPU_FLAGS)
+
+
+def resolve_precision(mode="auto") -> str:
+    """The dtype policy name for `mode`; `auto` picks the fastest safe one for this machine.
+
+    auto: mixed_float16 when every GPU has tensor cores, float32 on older GPUs, mixed_bfloat16
+    on a CPU with native bfloat16 (measured here: ~1.2x the images/s of float32 for resnet20,
+    see benchmarks/precision_throughput.py), float32 otherwise.
+    """
+    _check_choice("precision", mode, PRECISIONS)
+    if mode != "auto":
+        return mode
+    capabilities = gpu_compute_capabilities()
+    if capabilities:
+        if min(capabilities) >= TENSOR_CORE_COMPUTE_CAPABILITY:
+            return "mixed_float16"
+        return "float32"
+    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def apply_precision(policy="auto") -> str:
+    """Set the global Keras dtype policy (resolving `auto`) and return its name.
+
+    Under mixed_float16, Keras 3's `compile` wraps the optimizer in a LossScaleOptimizer by
+    itself (auto_scale_loss=True) when the model was built under this policy, so build the model
+    after this call. bfloat16 has float32's exponent range and needs no loss scaling.
+    """
+    name = resolve_precision(policy)
+    keras.config.set_dtype_policy(name)
+    return name
+
+
+def _local_devices(device_type):
+    return [device.name for device in tf.config.list_logical_devices(device_type)]
+
+
+def read_tf_config() -> dict:
+    """TF_CONFIG, parsed and checked: a cluster of worker (and chief) addresses and this task."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            "strategy 'multi_worker' needs the TF_CONFIG environment variable, e.g. "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}; it is not set.'
+        )
+    try:
+        tf_config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {raw!r}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
+        raise ValueError(f"TF_CONFIG needs a 'cluster' with a 'worker' list; got {raw!r}.")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise ValueError(
+            f"TF_CONFIG needs a 'task' whose 'type' is one of the cluster's jobs "
+            f"({', '.join(cluster)}); got {raw!r}."
+        )
+    index = task.get("index")
+    tasks = cluster[task["type"]]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(tasks):
+        raise ValueError(
+            f"TF_CONFIG task index must be an integer in [0, {len(tasks)}) for job "
+            f"{task['type']!r}; got {index!r}."
+        )
+    return tf_config
+
+
+def resolve_strategy(mode="auto"):
+    """A tf.distribute strategy for `mode`; build and compile the model under its scope().
+
+    one_device: TensorFlow's default strategy (no replication: plain Keras, on the GPU if any).
+    mirrored: MirroredStrategy over the local GPUs, or over the logical CPU devices when there
+    are no GPUs (configure several with tf.config.set_logical_device_configuration to test
+    multi-replica code on a CPU). auto: mirrored when there are several GPUs, else one_device.
+    multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG, with the Keras fix it needs.
+    """
+    _check_choice("strategy", mode, STRATEGIES)
+    if mode == "multi_worker":
+        from training import multi_worker_fix
+
+        read_tf_config()
+        multi_worker_fix.apply()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = _local_devices("GPU")
+    if mode == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=gpus or _local_devices("CPU"))
+    if mode == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(devices=gpus)
+    return tf.distribute.get_strategy()
+
+
+def global_batch_size(per_replica_batch, strategy) -> int:
+    """The batch one training step consumes across all replicas (what tf.data must batch by)."""
+    if not isinstance(per_replica_batch, int) or isinstance(per_replica_batch, bool) \
+            or per_replica_batch < 1:
+        raise ValueError(
+            f"per_replica_batch must be a positive integer, got {per_replica_batch!r}."
+        )
+    return per_replica_batch * strategy.num_replicas_in_sync
+
+
+def scaled_learning_rate(base_lr, replicas, rule=None) -> float:
+    """The learning rate for `replicas` replicas: unchanged, or times `replicas` with `linear`.
+
+    The linear scaling rule (Goyal et al., 2017): a k times larger global batch takes k times
+    the learning rate, so the same number of epochs reaches about the same accuracy.
+    """
+    _check_choice("learning-rate scaling rule", rule, LR_SCALING_RULES)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+        raise ValueError(f"replicas must be a positive integer, got {replicas!r}.")
+    if not base_lr > 0:
+        raise ValueError(f"base_lr must be positive, got {base_lr!r}.")
+    return base_lr * replicas if rule == "linear" else base_lr
+
+
+def _task(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    return resolver.task_type, resolver.task_id, resolver.cluster_spec().jobs
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's outputs: the only process, the `chief` task, or
+    worker 0 when the cluster has no chief (TensorFlow's convention)."""
+    task = _task(strategy)
+    if task is None:
+        return True
+    task_type, task_id, jobs = task
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+
+
+def worker_dir(run_dir, strategy) -> pathlib.Path:
+    """Where this process keeps checkpoints, backups and logs: the run directory on the chief,
+    `<run_dir>/workertemp_<type>_<index>` on other workers.
+
+    Every worker must save (saving may run collective ops), but two workers writing one file
+    collide, so non-chief workers write into their own directory, as the TensorFlow
+    multi-worker guide does.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if is_chief(strategy):
+        return run_dir
+    task_type, task_id, _ = _task(strategy)
+    return run_dir / f"workertemp_{task_type}_{task_id}"

@@ -1,0 +1,240 @@
+"""Learning-rate schedules: epoch-based formulas evaluated at the optimizer's step.
+
+`build_learning_rate` turns a schedule name and plain numbers into what a Keras optimizer takes:
+a float (constant without warmup, and "plateau", whose callback changes a float learning rate)
+or a registered, serializable `LearningRateSchedule`, so a saved model.keras reloads with its
+optimizer. Every schedule starts at `base_lr`; a linear warmup of `warmup_epochs` can precede any
+of them, and the schedule's own clock starts when the warmup ends. `min_lr` is the floor of
+every decay (and the end point of cosine and one-cycle).
+"""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+SCHEDULES = (
+    "constant",
+    "step",
+    "exponential",
+    "inverse_sqrt",
+    "inverse_time",
+    "cosine",
+    "one_cycle",
+    "plateau",
+)
+
+# One-cycle (Smith & Topin 2017, as in PyTorch's OneCycleLR): start at base_lr / 25, rise to
+# base_lr over the first 30% of the run, then anneal to min_lr.
+ONE_CYCLE_DIV_FACTOR = 25.0
+ONE_CYCLE_PCT_START = 0.3
+
+
+class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then `decay(t)` floored at min_lr; t counts epochs since the warmup ended."""
+
+    def __init__(self, base_lr, steps_per_epoch, warmup_epochs=0.0, min_lr=0.0):
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.warmup_epochs = float(warmup_epochs)
+        self.min_lr = float(min_lr)
+
+    @property
+    def warmup_steps(self):
+        return round(self.warmup_epochs * self.steps_per_epoch)
+
+    def decay(self, t):
+        raise NotImplementedError
+
+    def _floored(self, t):
+        return ops.maximum(self.decay(t), self.min_lr)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup_steps = float(self.warmup_steps)
+        t = ops.maximum(step - warmup_steps, 0.0) / self.steps_per_epoch
+        lr = self._floored(t)
+        if warmup_steps:
+            # Ramp to the schedule's first value; (step + 1) so that the first step is not wasted
+            # at lr 0 and the last warmup step already uses the full value.
+            ramp = self._floored(ops.zeros_like(t)) * (step + 1.0) / warmup_steps
+            lr = ops.where(step < warmup_steps, ramp, lr)
+        return lr
+
+    def get_config(self):
+        return {
+            "base_lr": self.base_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "warmup_epochs": self.warmup_epochs,
+            "min_lr": self.min_lr,
+        }
+
+
+@keras.saving.register_keras_serializable(package="training")
+class ConstantSchedule(EpochSchedule):
+    """base_lr (exists so that a warmup can precede a constant learning rate)."""
+
+    def decay(self, t):
+        return ops.full_like(t, self.base_lr)
+
+
+@keras.saving.register_keras_serializable(package="training")
+class StepDecay(EpochSchedule):
+    """base_lr * factor ** floor(t / step_epochs): e.g. 0.01 halved every 10 epochs."""
+
+    def __init__(self, base_lr, steps_per_epoch, step_epochs, step_factor, **kwargs):
+        super().__init__(base_lr, steps_per_epoch, **kwargs)
+        self.step_epochs = int(step_epochs)
+        self.step_factor = float(step_factor)
+
+    def decay(self, t):
+        # Exact at boundaries: t is a whole number there, and so is step_epochs.
+        drops = ops.floor(t / self.step_epochs)
+        return self.base_lr * ops.power(self.step_factor, drops)
+
+    def get_config(self):
+        return {**super().get_config(), "step_epochs": self.step_epochs,
+                "step_factor": self.step_factor}
+
+
+@keras.saving.register_keras_serializable(package="training")
+class ExponentialDecay(EpochSchedule):
+    """base_lr * decay_rate ** t, continuous in t (exactly base_lr * 0.95^epoch at epoch starts)."""
+
+    def __init__(self, base_lr, steps_per_epoch, decay_rate, **kwargs):
+        super().__init__(base_lr, steps_per_epoch, **kwargs)
+        self.decay_rate = float(decay_rate)
+
+    def decay(self, t):
+        return self.base_lr * ops.power(self.decay_rate, t)
+
+    def get_config(self):
+        return {**super().get_config(), "decay_rate": self.decay_rate}
+
+
+@keras.saving.register_keras_serializable(package="training")
+class InverseTimeDecay(EpochSchedule):
+    """base_lr * tau / max(t, tau): constant for tau epochs, then proportional to 1/t."""
+
+    def __init__(self, base_lr, steps_per_epoch, tau_epochs, **kwargs):
+        super().__init__(base_lr, steps_per_epoch, **kwargs)
+        self.tau_epochs = float(tau_epochs)
+
+    def decay(self, t):
+        return self.base_lr * self.tau_epochs / ops.maximum(t, self.tau_epochs)
+
+    def get_config(self):
+        return {**super().get_config(), "tau_epochs": self.tau_epochs}
+
+
+@keras.saving.register_keras_serializable(package="training")
+class InverseSqrtDecay(InverseTimeDecay):
+    """base_lr * sqrt(tau / max(t, tau)): constant for tau epochs, then proportional to 1/sqrt(t)."""
+
+    def decay(self, t):
+        return self.base_lr * ops.sqrt(self.tau_epochs / ops.maximum(t, self.tau_epochs))
+
+
+@keras.saving.register_keras_serializable(package="training")
+class CosineDecay(EpochSchedule):
+    """Half a cosine from base_lr to min_lr over decay_epochs, then min_lr."""
+
+    def __init__(self, base_lr, steps_per_epoch, decay_epochs, **kwargs):
+        super().__init__(base_lr, steps_per_epoch, **kwargs)
+        self.decay_epochs = float(decay_epochs)
+
+    def decay(self, t):
+        progress = ops.minimum(t / self.decay_epochs, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return self.min_lr + (self.base_lr - self.min_lr) * cosine
+
+    def get_config(self):
+        return {**super().get_config(), "decay_epochs": self.decay_epochs}
+
+
+@keras.saving.register_keras_serializable(package="training")
+class OneCycle(EpochSchedule):
+    """Cosine rise from base_lr / 25 to base_lr over 30% of cycle_epochs, cosine fall to min_lr."""
+
+    def __init__(self, base_lr, steps_per_epoch, cycle_epochs, **kwargs):
+        super().__init__(base_lr, steps_per_epoch, **kwargs)
+        self.cycle_epochs = float(cycle_epochs)
+
+    def decay(self, t):
+        start_lr = self.base_lr / ONE_CYCLE_DIV_FACTOR
+        rise_epochs = ONE_CYCLE_PCT_START * self.cycle_epochs
+        rise = ops.minimum(t / rise_epochs, 1.0)
+        fall = ops.clip((t - rise_epochs) / (self.cycle_epochs - rise_epochs), 0.0, 1.0)
+        rising = self.base_lr + (start_lr - self.base_lr) * 0.5 * (1.0 + ops.cos(math.pi * rise))
+        falling = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + ops.cos(math.pi * fall))
+        return ops.where(t < rise_epochs, rising, falling)
+
+    def get_config(self):
+        return {**super().get_config(), "cycle_epochs": self.cycle_epochs}
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def build_learning_rate(
+    name,
+    *,
+    base_lr,
+    epochs,
+    steps_per_epoch,
+    warmup_epochs=0,
+    step_epochs=10,
+    step_factor=0.5,
+    decay_rate=0.95,
+    tau_epochs=1.0,
+    min_lr=0.0,
+):
+    """The optimizer's `learning_rate` for schedule `name`: a float or a LearningRateSchedule.
+
+    "plateau" returns the float `base_lr`: the ReduceLROnPlateau callback (training.callbacks,
+    `plateau=...`) lowers it, and Keras refuses that callback on an optimizer holding a schedule.
+    """
+    _require(name in SCHEDULES, f"Unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}.")
+    _require(base_lr > 0, f"base_lr must be > 0; received {base_lr}.")
+    _require(isinstance(epochs, numbers.Integral) and epochs >= 1,
+             f"epochs must be an integer >= 1; received {epochs!r}.")
+    _require(isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1,
+             f"steps_per_epoch must be an integer >= 1; received {steps_per_epoch!r}.")
+    _require(0 <= warmup_epochs < epochs,
+             f"warmup_epochs must be >= 0 and < epochs ({epochs}); received {warmup_epochs}.")
+    _require(0 <= min_lr < base_lr,
+             f"min_lr must be >= 0 and < base_lr ({base_lr}); received {min_lr}.")
+
+    if name == "plateau":
+        _require(not warmup_epochs,
+                 "The plateau schedule changes a constant learning rate from a callback, and "
+                 "Keras refuses that callback when a warmup schedule drives the optimizer; "
+                 f"received warmup_epochs={warmup_epochs}. Use warmup_epochs=0 with plateau, "
+                 "or a schedule with a warmup (e.g. cosine).")
+        return float(base_lr)
+    if name == "constant":
+        if not warmup_epochs:
+            return float(base_lr)
+        return ConstantSchedule(base_lr, steps_per_epoch, warmup_epochs=warmup_epochs)
+
+    common = {"base_lr": base_lr, "steps_per_epoch": steps_per_epoch,
+              "warmup_epochs": warmup_epochs, "min_lr": min_lr}
+    decay_epochs = epochs - warmup_epochs
+    if name == "step":
+        _require(isinstance(step_epochs, numbers.Integral) and step_epochs >= 1,
+                 f"step_epochs must be an integer >= 1; received {step_epochs!r}.")
+        _require(0 < step_factor < 1, f"step_factor must be in (0, 1); received {step_factor}.")
+        return StepDecay(step_epochs=step_epochs, step_factor=step_factor, **common)
+    if name == "exponential":
+        _require(0 < decay_rate < 1, f"decay_rate must be in (0, 1); received {decay_rate}.")
+        return ExponentialDecay(decay_rate=decay_rate, **common)
+    if name in ("inverse_time", "inverse_sqrt"):
+        _require(tau_epochs > 0, f"tau_epochs must be > 0; received {tau_epochs}.")
+        schedule_class = InverseTimeDecay if name == "inverse_time" else InverseSqrtDecay
+        return schedule_class(tau_epochs=tau_epochs, **common)
+    if name == "cosine":
+        return CosineDecay(decay_epochs=decay_epochs, **common)
+    return OneCycle(cycle_epochs=decay_epochs, **common)

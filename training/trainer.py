@@ -1,0 +1,364 @@
+"""`train(config)`: config -> data -> model -> compile -> fit -> evaluate once on test -> export.
+
+Each step is a function of its own so the tuner, the tests and the CLI call the same code.
+"""
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import pathlib
+import time
+
+import keras
+import numpy as np
+import yaml
+
+import zoo
+from training import augment, callbacks, data, export, hardware, optimizers, plots, rundir, schedules
+from training.config import TrainConfig, from_dict
+from zoo.weights import copy_weights
+
+log = logging.getLogger("training")
+
+# Builder arguments the config can set, under the names the builders use.
+MODEL_OVERRIDES = {
+    "activation": "activation",
+    "normalization": "normalization",
+    "kernel_initializer": "kernel_initializer",
+    "dropout": "dropout_rate",
+    "l2": "weight_decay",
+}
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: pathlib.Path
+    metrics: dict
+    history: dict
+    resumed: bool
+    model: keras.Model
+
+
+def dataset_label(dataset: str) -> str:
+    """A short name for a dataset argument: `digits`, `mnist`, or a path's last part."""
+    path = pathlib.Path(dataset)
+    return path.stem if path.suffix == ".npz" else path.name or dataset
+
+
+def input_shape_for(config: TrainConfig, channels: int) -> tuple:
+    """The model input: the requested (or the model's default) square size, the data's channels."""
+    info = zoo.model_info(config.model.name)
+    height, width = info.default_input_shape[:2]
+    if config.data.image_size is not None:
+        height = width = config.data.image_size
+    return (height, width, channels)
+
+
+def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:
+    kwargs = {"input_shape": input_shape, "num_classes": num_classes}
+    for field, argument in MODEL_OVERRIDES.items():
+        value = getattr(config.model, field)
+        if value is not None and not (field == "l2" and value == 0):
+            kwargs[argument] = value
+    kwargs.update(config.model.options)
+    return kwargs
+
+
+def create_backbone(config: TrainConfig, input_shape, num_classes) -> keras.Model:
+    try:
+        return zoo.create(config.model.name, **builder_kwargs(config, input_shape, num_classes))
+    except TypeError as error:  # a knob this family does not have
+        raise ValueError(f"{config.model.name}: {error}. Check the model options.") from None
+
+
+def build_model(config: TrainConfig, input_shape, num_classes, mean, std) -> keras.Model:
+    """The zoo model behind a standardization layer, so the model takes raw pixels."""
+    backbone = create_backbone(config, input_shape, num_classes)
+    if config.model.init_from:
+        copy_weights(load_backbone(config.model.init_from), backbone)
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    # float32: the statistics of 0..255 pixels lose precision in bfloat16.
+    standardized = keras.layers.Normalization(
+        mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")),
+        dtype="float32", name="standardize",
+    )(inputs)
+    return keras.Model(inputs, backbone(standardized), name=config.model.name)
+
+
+def load_backbone(path) -> keras.Model:
+    """The zoo model inside a previous run (a run directory or its .keras file)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file() or path.suffix != ".keras":
+        raise ValueError(
+            f"init_from must be a run directory holding model.keras, or a .keras file; got {path}."
+        )
+    model = keras.saving.load_model(path, compile=False)
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if nested else model
+
+
+def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes):
+    base_lr = hardware.scaled_learning_rate(config.optimizer.lr, replicas, config.optimizer.scale_lr)
+    schedule = config.schedule
+    learning_rate = schedules.build_learning_rate(
+        schedule.name,
+        base_lr=base_lr,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=schedule.warmup_epochs,
+        step_epochs=schedule.step_epochs,
+        step_factor=schedule.step_factor,
+        decay_rate=schedule.decay_rate,
+        tau_epochs=schedule.tau_epochs,
+        min_lr=schedule.min_lr,
+    )
+    opt = config.optimizer
+    optimizer = optimizers.build_optimizer(
+        opt.name,
+        learning_rate,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        weight_decay=opt.weight_decay,
+        clip_value=opt.clip_value,
+        clip_norm=opt.clip_norm,
+        global_clip_norm=opt.global_clip_norm,
+        ema=opt.ema,
+    )
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if num_classes >= 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing),
+        metrics=metrics,
+    )
+
+
+def read_history(path) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """The splits fitted to the model input (unbatched float32 0..255 pixels, int labels) and
+    what describes them. `test` is None when it was left out (a search never looks at it)."""
+
+    train: object
+    validation: object
+    test: object
+    class_names: list
+    num_examples: dict
+    input_shape: tuple
+    mean: np.ndarray
+    std: np.ndarray
+    flip_safe: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def prepare_data(config: TrainConfig, *, include_test=True) -> PreparedData:
+    """Load the dataset, fit its images to the model input, measure the training split."""
+    splits = data.load_dataset(
+        config.data.dataset,
+        data_dir=config.data.data_dir,
+        manual_dir=config.data.manual_dir,
+        val_split=config.data.val_split,
+        test_split=config.data.test_split,
+        seed=config.seed,
+    )
+    if splits.skipped_files:
+        shown = ", ".join(splits.skipped_files[:5])
+        more = f" and {len(splits.skipped_files) - 5} more" if len(splits.skipped_files) > 5 else ""
+        log.warning("Skipped %d unreadable image file(s): %s%s",
+                    len(splits.skipped_files), shown, more)
+    input_shape = input_shape_for(config, splits.image_shape[-1])
+    fit = {name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
+           for name in ("train", "validation", "test")}
+    mean, std = data.channel_statistics(fit["train"])
+    return PreparedData(
+        train=fit["train"], validation=fit["validation"],
+        test=fit["test"] if include_test else None,
+        class_names=list(splits.class_names), num_examples=dict(splits.num_examples),
+        input_shape=input_shape, mean=mean, std=std, flip_safe=splits.flip_safe,
+    )
+
+
+def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: int) -> dict:
+    """Batched tf.data pipelines of every split present; only the training one augments."""
+    augmentation = augment.build_augmentation(
+        config.augment.preset,
+        ops=config.augment.ops or None,
+        image_shape=prepared.input_shape,
+        num_classes=prepared.num_classes,
+        flip_safe=prepared.flip_safe,
+        seed=config.seed,
+    )
+    return {
+        name: data.make_pipeline(
+            dataset,
+            batch_size=global_batch,
+            num_classes=prepared.num_classes,
+            training=name == "train",
+            seed=config.seed,
+            augment=augmentation if name == "train" else None,
+            cache=config.data.cache,
+        )
+        for name, dataset in (("train", prepared.train), ("validation", prepared.validation),
+                              ("test", prepared.test))
+        if dataset is not None
+    }
+
+
+def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
+                        checkpoint_best=True) -> list:
+    """The trainer's callbacks from the config's callbacks and schedule sections."""
+    plateau = None
+    if config.schedule.name == "plateau":
+        plateau = {
+            "factor": config.schedule.plateau_factor,
+            "patience": config.schedule.plateau_patience,
+            "min_lr": config.schedule.min_lr,
+        }
+    return callbacks.build_callbacks(
+        directory,
+        early_stopping_patience=config.callbacks.early_stopping_patience,
+        monitor=monitor,
+        stop_at_perfect_train_accuracy=config.callbacks.stop_at_perfect_accuracy,
+        max_train_accuracy_drop=config.callbacks.max_accuracy_drop,
+        checkpoint_best=checkpoint_best,
+        tensorboard=config.callbacks.tensorboard,
+        plateau=plateau,
+    )
+
+
+def _check_resumable(run_path, resolved: TrainConfig):
+    saved_path = run_path / "config.yaml"
+    if not saved_path.exists():
+        return
+    with open(saved_path) as file:
+        saved = from_dict(yaml.safe_load(file)).to_dict()
+    current = resolved.to_dict()
+    differ = [key for key in current if key != "output" and saved[key] != current[key]]
+    if differ:
+        raise ValueError(
+            f"{run_path} holds an interrupted run with a different config ({', '.join(differ)} "
+            f"differ). Resume it with the same settings, pass --overwrite to start it over, or "
+            f"choose another --run-name."
+        )
+
+
+def open_run_dir(config: TrainConfig, resolved: TrainConfig, strategy):
+    """The run directory: chosen (and its config saved) by the chief. Other workers of a
+    multi-worker run use the run name as given, which config.validate() requires there."""
+    if not hardware.is_chief(strategy):
+        return rundir.RunDir(path=pathlib.Path(config.output.output_dir) / config.output.run_name,
+                             resume=False, name=config.output.run_name)
+    run = rundir.resolve_run_dir(
+        config.output.output_dir,
+        config.output.run_name,
+        default_name=f"{config.model.name}-{dataset_label(config.data.dataset)}",
+        overwrite=config.output.overwrite,
+    )
+    if run.resume:
+        _check_resumable(run.path, resolved)
+    rundir.write_text_atomic(run.path / "config.yaml", resolved.to_yaml())
+    return run
+
+
+def evaluate(model, pipelines, prepared: PreparedData, history: dict, *, train_seconds,
+             epochs_run, policy, replicas) -> dict:
+    """metrics.json: the test split, evaluated once, and what the run measured."""
+    test = model.evaluate(pipelines["test"], return_dict=True, verbose=0)
+    metrics = {
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "epochs_completed": len(next(iter(history.values()), [])),
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": round(prepared.num_examples["train"] * epochs_run / train_seconds, 1)
+        if train_seconds > 0 else None,
+        "num_examples": dict(prepared.num_examples),
+        "num_classes": prepared.num_classes,
+        "params": model.count_params(),
+        "precision": policy,
+        "replicas": replicas,
+    }
+    if "top5_accuracy" in test:
+        metrics["test_top5_accuracy"] = float(test["top5_accuracy"])
+    if "val_loss" in history:
+        best = int(np.argmin(history["val_loss"]))
+        metrics["best_epoch"] = best + 1
+        metrics["best_val_loss"] = history["val_loss"][best]
+        metrics["best_val_accuracy"] = history.get("val_accuracy", [None] * (best + 1))[best]
+    return metrics
+
+
+def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
+    """Run one training job end to end and return where it landed and what it measured."""
+    config.validate()
+    policy = hardware.resolve_precision(config.hardware.precision)
+    hardware.apply_precision(policy)
+    # The strategy first: a multi-worker strategy must exist before any other TensorFlow op.
+    strategy = hardware.resolve_strategy(config.hardware.strategy)
+    replicas = strategy.num_replicas_in_sync
+    keras.utils.set_random_seed(config.seed)
+
+    prepared = prepare_data(config)
+    resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
+    run = open_run_dir(config, resolved, strategy)
+    work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
+    log.info(
+        "%s %s: %s, %d classes, %s train / %s validation / %s test, input %s, %s, %d replica(s)",
+        "Resuming" if run.resume else "Run", run.path, config.data.dataset, prepared.num_classes,
+        prepared.num_examples["train"], prepared.num_examples["validation"],
+        prepared.num_examples["test"], prepared.input_shape, policy, replicas,
+    )
+
+    global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
+    pipelines = make_pipelines(config, prepared, global_batch)
+    with strategy.scope():
+        model = build_model(config, prepared.input_shape, prepared.num_classes,
+                            prepared.mean, prepared.std)
+        compile_model(model, config,
+                      steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
+                      replicas=replicas, num_classes=prepared.num_classes)
+    log.info("%s: %s parameters", model.name, f"{model.count_params():,}")
+
+    started = time.perf_counter()
+    fit_history = model.fit(
+        pipelines["train"],
+        validation_data=pipelines["validation"],
+        epochs=config.epochs,
+        callbacks=build_fit_callbacks(config, work_dir) + list(extra_callbacks),
+        verbose=callbacks.fit_verbosity(),
+        shuffle=False,  # the pipeline shuffles, seeded
+    )
+    train_seconds = time.perf_counter() - started
+    # The CSV holds every epoch, also those before a resume, which fit's History lacks.
+    history = read_history(work_dir / "history.csv") or fit_history.history
+    metrics = evaluate(model, pipelines, prepared, history, train_seconds=train_seconds,
+                       epochs_run=len(fit_history.epoch), policy=policy, replicas=replicas)
+    log.info(
+        "test accuracy %.4f, loss %.4f after %d epochs (%.1f s, %s images/s)",
+        metrics["test_accuracy"], metrics["test_loss"], metrics["epochs_completed"],
+        train_seconds, metrics["images_per_second"],
+    )
+
+    if hardware.is_chief(strategy):
+        export.export_model(model, run.path, class_names=prepared.class_names)
+        if history:
+            plots.plot_curves(history, run.path / "curves.png",
+                              title=f"{config.model.name} on {dataset_label(config.data.dataset)}")
+        rundir.write_json_atomic(run.path / "metrics.json", metrics)
+        rundir.mark_finished(run.path)
+    return RunResult(run_dir=run.path, metrics=metrics, history=history, resumed=run.resume,
+                     model=model)
