@@ -22,16 +22,16 @@ LEARNING_RATE_KEYS = ("learning_rate", "lr")
 
 
 def plot_curves(history, path, *, title=None):
-    """Plot `history` (a dict of per-epoch lists, or the path of a CSVLogger history.csv) to `path`.
+    """Plot `history` (a dict of per-epoch lists, or the path of a history.csv) to `path`.
 
     Reads the Keras log keys `loss`, `accuracy`, `learning_rate` (or `lr`) and their `val_`
-    twins where present; an `epoch` column (0-based, as CSVLogger writes it) sets the x axis.
+    twins where present; an `epoch` column (1-based, as the trainer's history.csv holds it) sets the x axis.
     Returns the matplotlib Figure, for a caller that wants to show or inspect it.
     """
     if isinstance(history, (str, pathlib.Path)):
         history = read_history_csv(history)
     history = _check_history(history)
-    epochs = [int(epoch) + 1 for epoch in history["epoch"]] if "epoch" in history else (
+    epochs = [int(epoch) for epoch in history["epoch"]] if "epoch" in history else (
         list(range(1, _length(history) + 1)))
 
     figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
@@ -60,7 +60,7 @@ def plot_curves(history, path, *, title=None):
 
 
 def read_history_csv(path):
-    """A CSVLogger file as a dict of float lists; empty cells become NaN."""
+    """A history.csv file as a dict of float lists; empty cells become NaN."""
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
     if not rows:

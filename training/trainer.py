@@ -176,11 +176,6 @@ def prepare_data(config: TrainConfig, *, include_test=True) -> PreparedData:
         test_split=config.data.test_split,
         seed=config.seed,
     )
-    if splits.skipped_files:
-        shown = ", ".join(splits.skipped_files[:5])
-        more = f" and {len(splits.skipped_files) - 5} more" if len(splits.skipped_files) > 5 else ""
-        log.warning("Skipped %d unreadable image file(s): %s%s",
-                    len(splits.skipped_files), shown, more)
     input_shape = input_shape_for(config, splits.image_shape[-1])
     fit = {name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
            for name in ("train", "validation", "test")}

@@ -8,13 +8,13 @@ from training.plots import plot_curves, read_history_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Five epochs as CSVLogger writes them, validation loss best at the third.
+# Five epochs as the trainer's history.csv holds them (1-based), validation loss best at the third.
 HISTORY_CSV = """epoch,accuracy,learning_rate,loss,val_accuracy,val_loss
-0,0.52,0.1,1.9,0.61,1.5
-1,0.80,0.01,0.8,0.82,0.7
-2,0.91,0.001,0.4,0.90,0.45
-3,0.95,0.0001,0.2,0.91,0.5
-4,0.97,1e-05,0.1,0.90,
+1,0.52,0.1,1.9,0.61,1.5
+2,0.80,0.01,0.8,0.82,0.7
+3,0.91,0.001,0.4,0.90,0.45
+4,0.95,0.0001,0.2,0.91,0.5
+5,0.97,1e-05,0.1,0.90,
 """
 
 
@@ -35,7 +35,7 @@ def legend_texts(axes):
 def test_read_history_csv_gives_floats_and_nan_for_empty_cells(tmp_path):
     (tmp_path / "history.csv").write_text(HISTORY_CSV)
     history = read_history_csv(tmp_path / "history.csv")
-    assert history["epoch"] == [0, 1, 2, 3, 4]
+    assert history["epoch"] == [1, 2, 3, 4, 5]
     assert history["learning_rate"] == [0.1, 0.01, 0.001, 0.0001, 1e-05]
     assert history["val_loss"][:4] == [1.5, 0.7, 0.45, 0.5] and math.isnan(history["val_loss"][4])
 
@@ -49,7 +49,7 @@ def test_curves_from_a_history_csv(tmp_path):
     assert figure.get_suptitle() == "lenet5-digits"
     assert [axes.get_title() for axes in figure.axes] == ["Loss", "Accuracy", "Learning rate"]
     assert [axes.get_xlabel() for axes in figure.axes] == ["epoch"] * 3
-    # The NaN of the last epoch is skipped; epochs are shown 1-based.
+    # The NaN of the last epoch is skipped.
     assert legend_texts(loss_axes) == ["train", "validation", "best: epoch 3, 0.45"]
     assert legend_texts(accuracy_axes) == ["train", "validation"]
     np.testing.assert_array_equal(loss_axes.lines[0].get_xdata(), [1, 2, 3, 4, 5])
@@ -70,7 +70,7 @@ def test_curves_without_validation_or_learning_rate(tmp_path):
 
 
 def test_constant_learning_rate_stays_linear_and_single_epoch_works(tmp_path):
-    history = {"epoch": [0], "loss": [0.9], "accuracy": [0.7], "val_loss": [1.1],
+    history = {"epoch": [1], "loss": [0.9], "accuracy": [0.7], "val_loss": [1.1],
                "val_accuracy": [0.6], "lr": [0.001]}
     figure = plot_curves(history, tmp_path / "curves.png", title="one epoch")
 

@@ -51,6 +51,10 @@ def test_a_run_leaves_everything_behind(default_run):
                 "train_seconds", "images_per_second"):
         assert key in metrics
     assert metrics["epochs_completed"] == len(default_run.history["loss"])
+    # Epochs count from 1 everywhere: history.csv, curves.png and best_epoch agree.
+    assert default_run.history["epoch"] == list(range(1, metrics["epochs_completed"] + 1))
+    best = default_run.history["val_loss"].index(min(default_run.history["val_loss"]))
+    assert metrics["best_epoch"] == default_run.history["epoch"][best]
     assert json.loads((run / "class_names.json").read_text()) == [str(d) for d in range(10)]
 
 
