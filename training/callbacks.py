@@ -334,13 +334,16 @@ def build_callbacks(
     plateau=None,
     backup=True,
     csv=True,
+    ema=False,
 ):
     """The callbacks for `model.fit`, in the order they must run.
 
     Writes into run_dir: best.keras (the best model by `monitor`), history.csv (with the
     learning_rate column), tensorboard/, backup/ and callback_state/ (both gone when fit ends).
     `plateau` is None or a dict with any of factor, patience, min_lr (defaults in
-    PLATEAU_DEFAULTS); it needs a float learning rate. `backup` needs a built model. Training
+    PLATEAU_DEFAULTS); it needs a float learning rate. With `ema` (the optimizer keeps an
+    average of the weights) validation measures the averaged weights and the fit ends with them:
+    early stopping still stops, but does not restore an earlier epoch's raw weights over them. `backup` needs a built model. Training
     accuracy is logs["accuracy"]. A diverging fit raises TrainingDiverged (StopOnDivergence).
     """
     if early_stopping_patience is not None and not (
@@ -356,6 +359,8 @@ def build_callbacks(
     state_dir = run_dir / "callback_state"
 
     callbacks = []
+    if ema:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if plateau is not None:
         settings = _check_plateau(plateau)
         callbacks.append(ResumablePlateau(monitor=monitor, verbose=1, state_dir=state_dir,
@@ -369,7 +374,7 @@ def build_callbacks(
                                                      state_dir=state_dir))
     if early_stopping_patience:
         callbacks.append(ResumableEarlyStopping(monitor=monitor, patience=early_stopping_patience,
-                                                restore_best_weights=True, verbose=1,
+                                                restore_best_weights=not ema, verbose=1,
                                                 state_dir=state_dir))
     if checkpoint_best:
         callbacks.append(ResumableCheckpoint(str(run_dir / "best.keras"), monitor=monitor,

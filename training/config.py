@@ -68,7 +68,7 @@ class OptimizerConfig:
     clip_norm: Optional[float] = option(None, "clip each gradient to this L2 norm")
     global_clip_norm: Optional[float] = option(None, "clip all gradients to this global L2 norm")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
-    ema: bool = option(False, "keep an exponential moving average of the weights")
+    ema: bool = option(False, "keep an exponential moving average of the weights: validation and the exported model use it")
     scale_lr: Optional[str] = option(None, "scale the lr with the number of replicas", choices=("linear",))
 
 

@@ -233,6 +233,7 @@ def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
         checkpoint_best=checkpoint_best,
         tensorboard=config.callbacks.tensorboard,
         plateau=plateau,
+        ema=config.optimizer.ema,
     )
 
 

@@ -154,6 +154,16 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
 # Five stride-2 steps: 32 is the smallest input each of them halves (down to 1x1 before the
 # average pool). With aux_logits=True the minimum is AUX_MIN_INPUT_SIZE.
 @register_model(default_input_shape=(224, 224, 3), min_input_size=32, paper=PAPER)
-def googlenet(input_shape, **kwargs):
-    """GoogLeNet (Inception v1) as in the paper's Table 1, without BatchNorm."""
+def googlenet(input_shape, *, batch_norm=False, **kwargs):
+    """GoogLeNet (Inception v1) as in the paper's Table 1, without BatchNorm.
+
+    `batch_norm=True` is the common BatchNorm variant: shorthand for `normalization="batch"`.
+    """
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"googlenet: batch_norm must be True or False, got {batch_norm!r}.")
+    if batch_norm:
+        if kwargs.get("normalization", "batch") != "batch":
+            raise ValueError(f"googlenet: batch_norm=True contradicts "
+                             f"normalization={kwargs['normalization']!r}; pass one of them.")
+        kwargs["normalization"] = "batch"
     return _googlenet(input_shape, **{"name": "googlenet", **kwargs})

@@ -347,3 +347,35 @@ def test_fit_verbosity_is_a_bar_in_a_terminal_and_one_line_per_epoch_elsewhere(m
     monkeypatch.delenv("CI")
     monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))  # a pipe or a log file
     assert fit_verbosity() == 2
+
+
+def ema_model():
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9),
+                  loss=keras.losses.CategoricalCrossentropy())
+    return model
+
+
+def test_ema_runs_validate_the_averaged_weights_and_end_with_them(tmp_path, digits):
+    model = ema_model()
+    callbacks = build_callbacks(tmp_path, early_stopping_patience=None, checkpoint_best=False,
+                                ema=True)
+    history = fit(model, digits, callbacks, epochs=3)
+    _, (x_val, y_val) = digits
+    final = model.evaluate(x_val, y_val, batch_size=BATCH, verbose=0)
+    assert final == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+
+
+def test_early_stopping_does_not_put_raw_weights_back_over_the_averaged_ones(tmp_path, digits):
+    model = ema_model()
+    best_first = LogsOverride("val_loss", [0.1, 0.5, 0.6, 0.7])
+    callbacks = [best_first] + build_callbacks(tmp_path, early_stopping_patience=2,
+                                               checkpoint_best=False, ema=True)
+    history = fit(model, digits, callbacks, epochs=4)
+    assert len(history.epoch) == 3  # stopped two epochs after the best (the first)
+    # The optimizer's averages (private in Keras 3.15; no public accessor) are the final weights.
+    averages = model.optimizer._model_variables_moving_average
+    for weight, average in zip(model.trainable_weights, averages):
+        np.testing.assert_array_equal(weight.numpy(), average.numpy())

@@ -159,3 +159,30 @@ def test_two_local_workers_fail_without_each_half_of_the_fix(tmp_path, fix, erro
     for returncode, stderr in run_two_workers(tmp_path, "--fix", fix):
         assert returncode != 0
         assert error in stderr, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_trainer_command_runs_on_two_local_workers(tmp_path):
+    """`python -m training.run --strategy multi_worker` end to end: worker 0 writes the run,
+    worker 1 keeps its files apart, and both evaluate the same synchronized model."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    commands, envs = [], []
+    for index in range(2):
+        commands.append([sys.executable, "-m", "training.run", "--strategy", "multi_worker",
+                         "--run-name", "two-workers", "--epochs", "2",
+                         "--output-dir", str(tmp_path)])
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        envs.append(worker_env(TF_CONFIG=json.dumps(tf_config),
+                               PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2])))
+    for returncode, stderr in run_processes(commands, envs):
+        assert returncode == 0, stderr[-3000:]
+
+    run = tmp_path / "two-workers"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["two-workers"]
+    assert (run / ".finished").exists() and (run / "saved_model").is_dir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["epochs_completed"] == 2
+    assert metrics["test_accuracy"] > 0.8
+    worker_history = (run / "workertemp_worker_1" / "history.csv").read_text()
+    assert worker_history == (run / "history.csv").read_text().replace("\r", "")

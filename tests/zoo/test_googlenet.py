@@ -122,8 +122,16 @@ def test_figure_3_stem_and_head(paper_model):
     assert paper_model.get_layer("predictions_dense").input.shape == (None, 1024)
 
 
+def test_batch_norm_switch_is_the_batch_normalization_variant():
+    with pytest.raises(ValueError, match="contradicts normalization='layer'"):
+        zoo.create("googlenet", batch_norm=True, normalization="layer")
+    small = dict(input_shape=(32, 32, 3), num_classes=10)
+    assert zoo.describe("googlenet", batch_norm=True, **small)["trainable_params"] == \
+        zoo.describe("googlenet", normalization="batch", **small)["trainable_params"]
+
+
 def test_batch_norm_variant():
-    model = zoo.create("googlenet", normalization="batch")
+    model = zoo.create("googlenet", batch_norm=True)
     convs = layers_of(model, keras.layers.Conv2D)
     assert len(layers_of(model, keras.layers.BatchNormalization)) == len(convs)
     assert not any(conv.use_bias for conv in convs)
