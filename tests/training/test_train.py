@@ -170,3 +170,16 @@ def test_lenet5_reaches_98_percent_on_mnist_in_one_epoch(tmp_path, shared_datase
     }))
     assert result.metrics["num_examples"]["test"] == 10_000
     assert result.metrics["test_accuracy"] >= 0.98
+
+
+def test_init_from_a_previous_run_starts_from_its_weights(default_run, tmp_path):
+    from training.trainer import build_model
+
+    config = TrainConfig().replace({"model": {"init_from": str(default_run.run_dir)}})
+    model = build_model(config, (32, 32, 1), 10, mean=[0.0], std=[1.0])
+    trained_backbone = default_run.model.get_layer("lenet5")
+    for got, want in zip(model.get_layer("lenet5").get_weights(), trained_backbone.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="init_from must be a run directory holding model.keras"):
+        build_model(config.replace({"model": {"init_from": str(tmp_path)}}), (32, 32, 1), 10,
+                    mean=[0.0], std=[1.0])
