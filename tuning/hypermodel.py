@@ -112,7 +112,7 @@ class TrialHyperModel(keras_tuner.HyperModel):
         started = time.perf_counter()
         model.fit(pipelines["train"], validation_data=pipelines["validation"], epochs=epochs,
                   initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                  verbose=fit_verbosity())
+                  verbose=fit_verbosity(), shuffle=False)  # the pipeline shuffles, seeded
         seconds = time.perf_counter() - started
         # The CSV holds every epoch, also those before a resume, which fit's History lacks.
         history = trainer.read_history(trial_dir / "history.csv")

@@ -102,9 +102,9 @@ def test_offline_tfds_download_fails_fast_with_what_to_get(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def mnist(shared_datasets, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tfds")
-    return data.load_dataset("mnist", data_dir=data_dir, manual_dir=shared_datasets / "mnist")
+def mnist(shared_datasets, mnist_data_dir):
+    return data.load_dataset("mnist", data_dir=mnist_data_dir,
+                             manual_dir=shared_datasets / "mnist")
 
 
 @pytest.mark.slow
