@@ -11,6 +11,7 @@ epoch.
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -19,6 +20,8 @@ import sys
 
 import keras
 import numpy as np
+
+from training.rundir import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 PLATEAU_DEFAULTS = {"factor": 0.1, "patience": 5, "min_lr": 0.0}
 
@@ -30,20 +33,6 @@ def fit_verbosity():
 
 def _current_learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-def _write_atomically(path, write):
-    """write(file) into path via a temporary file, so a kill never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
-def _write_atomically_npz(path, arrays):
-    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez appends .npz to other names
-    np.savez(tmp, *arrays)
-    os.replace(tmp, path)
 
 
 class TrainingDiverged(RuntimeError):
@@ -180,7 +169,7 @@ class _Resumable:
         super().on_epoch_end(epoch, logs)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = {"epochs_counted": epoch + 1, **self._state()}
-        _write_atomically(self._state_path, lambda f: json.dump(state, f))
+        write_json_atomic(self._state_path, state)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
@@ -202,7 +191,9 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
     def _state(self):
         if self.best_weights is not None and self.best_epoch != self._saved_weights_epoch:
-            _write_atomically_npz(self._weights_path, self.best_weights)
+            buffer = io.BytesIO()
+            np.savez(buffer, *self.best_weights)
+            write_bytes_atomic(self._weights_path, buffer.getvalue())
             self._saved_weights_epoch = self.best_epoch
         return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch}
 
@@ -292,12 +283,11 @@ class HistoryCSV(keras.callbacks.Callback):
         self._rows.append({"epoch": epoch + 1, **logs})
         columns = ["epoch"] + sorted({key for row in self._rows for key in row} - {"epoch"})
 
-        def write(f):
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self._rows)
-
-        _write_atomically(self.path, write)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self._rows)
+        write_text_atomic(self.path, text.getvalue())
 
     def _read(self):
         if not self.path.exists():

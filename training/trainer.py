@@ -3,7 +3,6 @@
 Each step is a function of its own so the tuner, the tests and the CLI call the same code.
 """
 
-import csv
 import dataclasses
 import logging
 import math
@@ -139,11 +138,8 @@ def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_
 
 
 def read_history(path) -> dict:
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="") as file:
-        rows = list(csv.DictReader(file))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    """history.csv as per-epoch lists, or {} before the first epoch has ended."""
+    return plots.read_history_csv(path) if os.path.exists(path) else {}
 
 
 @dataclasses.dataclass
