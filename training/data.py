@@ -375,8 +375,11 @@ def _tfds_subset(read, split, size, image_shape):
             keep = np.zeros(size, dtype=bool)
             keep[indices] = True
             keep = tf.constant(keep)
+            # filter() hides the size; stating it gives Keras its steps per epoch up front
+            # (a progress bar with a total, no "ran out of data" warning after epoch 1).
             dataset = dataset.enumerate().filter(lambda i, example: keep[i]).map(
-                lambda i, example: example)
+                lambda i, example: example).apply(
+                tf.data.experimental.assert_cardinality(len(indices)))
         return dataset.map(
             lambda image, label: (_fit_size_uint8(image, image_shape), tf.cast(label, tf.int64)),
             num_parallel_calls=tf.data.AUTOTUNE,

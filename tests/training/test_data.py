@@ -119,6 +119,9 @@ def test_mnist_prepares_offline_and_carves_validation_from_train(mnist):
     assert np.all(np.abs(validation - np.array(MNIST_TRAIN_COUNTS) / 10) <= 1)
     image, label = next(iter(mnist.train))
     assert image.dtype == tf.uint8 and image.shape == (28, 28, 1) and label.dtype == tf.int64
+    # Carved splits keep their size known, so Keras shows a total from the first epoch on.
+    assert int(mnist.train.cardinality()) == 54000
+    assert int(mnist.validation.cardinality()) == 6000
 
 
 def test_sign_language_folder(shared_datasets):
