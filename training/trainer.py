@@ -206,13 +206,35 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
         )
         for name, dataset in (("train", prepared.train), ("validation", prepared.validation),
                               ("test", prepared.test))
-        if dataset is not None
+        if dataset is not None and prepared.num_examples[name] > 0
     }
 
 
+def check_splits(config: TrainConfig, prepared: PreparedData):
+    """Refuse, before any training, a run whose splits cannot give what the config asks for."""
+    if prepared.num_examples["test"] == 0:
+        raise ValueError(
+            "the test split is empty, and a run ends by evaluating on it: set --test-split above "
+            "0 (or give the dataset a test split)."
+        )
+    if prepared.num_examples["validation"] == 0:
+        needs = [what for what, used in (
+            ("early stopping (--patience 0 turns it off)", config.callbacks.early_stopping_patience),
+            ("best.keras (--checkpoint-best false)", config.callbacks.checkpoint_best),
+            ("the plateau schedule", config.schedule.name == "plateau"),
+        ) if used]
+        if needs:
+            raise ValueError(
+                f"the validation split is empty (val_split {config.data.val_split}), but "
+                f"{', '.join(needs)} watch the validation loss: set --val-split above 0 or "
+                f"turn those off."
+            )
+
+
 def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
-                        checkpoint_best=True) -> list:
-    """The trainer's callbacks from the config's callbacks and schedule sections."""
+                        checkpoint_best=None) -> list:
+    """The trainer's callbacks from the config's callbacks and schedule sections;
+    `checkpoint_best` overrides the config's (the tuner keeps no best.keras)."""
     plateau = None
     if config.schedule.name == "plateau":
         plateau = {
@@ -226,7 +248,8 @@ def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
         monitor=monitor,
         stop_at_perfect_train_accuracy=config.callbacks.stop_at_perfect_accuracy,
         max_train_accuracy_drop=config.callbacks.max_accuracy_drop,
-        checkpoint_best=checkpoint_best,
+        checkpoint_best=(config.callbacks.checkpoint_best if checkpoint_best is None
+                         else checkpoint_best),
         tensorboard=config.callbacks.tensorboard,
         plateau=plateau,
         ema=config.optimizer.ema,
@@ -305,6 +328,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     keras.utils.set_random_seed(config.seed)
 
     prepared = prepare_data(config)
+    check_splits(config, prepared)
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
@@ -328,7 +352,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     started = time.perf_counter()
     fit_history = model.fit(
         pipelines["train"],
-        validation_data=pipelines["validation"],
+        validation_data=pipelines.get("validation"),
         epochs=config.epochs,
         callbacks=build_fit_callbacks(config, work_dir) + list(extra_callbacks),
         verbose=callbacks.fit_verbosity(),

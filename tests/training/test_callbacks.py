@@ -379,3 +379,18 @@ def test_early_stopping_does_not_put_raw_weights_back_over_the_averaged_ones(tmp
     averages = model.optimizer._model_variables_moving_average
     for weight, average in zip(model.trainable_weights, averages):
         np.testing.assert_array_equal(weight.numpy(), average.numpy())
+
+
+def test_the_config_decides_whether_best_keras_is_kept(tmp_path):
+    from training.callbacks import ResumableCheckpoint
+    from training.config import TrainConfig
+    from training.trainer import build_fit_callbacks
+
+    def checkpoints(config, **kwargs):
+        return [c for c in build_fit_callbacks(config, tmp_path, **kwargs)
+                if isinstance(c, ResumableCheckpoint)]
+
+    assert len(checkpoints(TrainConfig())) == 1
+    off = TrainConfig().replace({"callbacks": {"checkpoint_best": False}})
+    assert checkpoints(off) == []
+    assert checkpoints(TrainConfig(), checkpoint_best=False) == []  # the tuner's override

@@ -126,6 +126,14 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
         train(config.replace({"optimizer": {"lr": 0.5}}))
 
 
+def test_empty_splits_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"validation split is empty .*early stopping.*best\.keras"):
+        train(quick_config(tmp_path, data__val_split=0.0))
+    with pytest.raises(ValueError, match="test split is empty"):
+        train(quick_config(tmp_path, data__test_split=0.0))
+    assert list(tmp_path.iterdir()) == []  # refused before a run directory was made
+
+
 def test_the_same_seed_repeats_a_run(tmp_path):
     a = train(quick_config(tmp_path / "a", epochs=2))
     b = train(quick_config(tmp_path / "b", epochs=2))
