@@ -60,21 +60,21 @@ class ModelConfig:
 @dataclasses.dataclass
 class OptimizerConfig:
     name: str = option("adam", "optimizer", flag="--optimizer")
-    lr: float = option(1e-3, "base learning rate (per the global batch)")
+    lr: float = option(2e-3, "base learning rate (per the global batch)")
     momentum: float = option(0.9, "momentum (sgd, rmsprop)")
     nesterov: bool = option(False, "Nesterov momentum (sgd)")
     weight_decay: float = option(0.0, "decoupled weight decay applied by the optimizer")
     clip_value: Optional[float] = option(None, "clip each gradient element to [-v, v]")
     clip_norm: Optional[float] = option(None, "clip each gradient to this L2 norm")
     global_clip_norm: Optional[float] = option(None, "clip all gradients to this global L2 norm")
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (0: off)")
     ema: bool = option(False, "keep an exponential moving average of the weights: validation and the exported model use it")
     scale_lr: Optional[str] = option(None, "scale the lr with the number of replicas", choices=("linear",))
 
 
 @dataclasses.dataclass
 class ScheduleConfig:
-    name: str = option("constant", "learning-rate schedule", flag="--schedule")
+    name: str = option("cosine", "learning-rate schedule", flag="--schedule")
     warmup_epochs: float = option(0.0, "linear warmup epochs in front of the schedule")
     step_epochs: int = option(10, "step: epochs between drops")
     step_factor: float = option(0.5, "step: multiply the lr by this at each drop")

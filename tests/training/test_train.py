@@ -177,9 +177,9 @@ def test_lenet5_reaches_98_percent_on_mnist_in_one_epoch(tmp_path, shared_datase
         "output": {"output_dir": str(tmp_path)},
     }))
     assert result.metrics["num_examples"]["test"] == 10_000
-    # The issue asks for 98%; with the default config (adam 1e-3, batch 32) one epoch measures
-    # 0.9786 here, deterministically. The bar sits just below that until the default is tuned.
-    assert result.metrics["test_accuracy"] >= 0.975
+    # The default config (adam 2e-3 annealed by cosine, label smoothing 0.1, batch 32) measures
+    # 0.9824 here, deterministically (seed 1: 0.9839).
+    assert result.metrics["test_accuracy"] >= 0.98
 
 
 def test_init_from_a_previous_run_starts_from_its_weights(default_run, tmp_path):
