@@ -6,7 +6,8 @@ Measures, in alternating rounds, images/s of:
   model alone        the model's training steps fed from one in-memory batch (no pipeline)
   model + pipeline   the model's training steps fed by pipeline/<aug>
 and prints the median of each. The pipeline keeps up when pipeline/<aug> is well above
-"model alone" and "model + pipeline" is close to it. Both share the same CPU cores.
+"model alone" and "model + pipeline" is close to it: the median over rounds of their ratio is
+printed last. Both share the same CPU cores.
 
     python benchmarks/pipeline_throughput.py [--rounds 3] [--pipeline-images 6400]
         [--batch-size 128]
@@ -134,11 +135,18 @@ def main():
 
     print(f"\nmedian images/s over {args.rounds} rounds, batch {args.batch_size}, "
           f"{os.cpu_count()} CPU cores")
-    for name, measured in results.items():
-        print(name)
+    for bench in benches:
+        measured = results[bench.case.name]
+        print(bench.case.name)
         for key, values in measured.items():
             print(f"  {key:<40} {statistics.median(values):>9,.0f}"
                   f"   (min {min(values):,.0f}, max {max(values):,.0f})")
+        # Per round, so that load on the shared machine cancels out of each ratio.
+        alone, fed = (measured[f"{bench.case.model} alone"],
+                      measured[f"{bench.case.model} + pipeline/{bench.case.preset}"])
+        ratios = [f / a for f, a in zip(fed, alone)]
+        print(f"  {'fed by the pipeline / alone':<40} {statistics.median(ratios):>9.2f}"
+              f"   (min {min(ratios):.2f}, max {max(ratios):.2f})")
     if len(benches) < len(CASES):
         print(f"sign language case skipped: {SIGN_LANGUAGE} not found")
 
