@@ -5,17 +5,12 @@
     model = zoo.create("resnet20", input_shape=(32, 32, 3), num_classes=10)
     zoo.describe("vgg16")                   # params, FLOPs, input shapes, paper
     from zoo import resnet50                # every builder is importable by name
+    help(zoo.resnet50)                      # its arguments, defaults and what they mean
 """
 
-import importlib
-
+from zoo import families  # noqa: F401  (importing the families registers their builders)
 from zoo.describe import describe
 from zoo.registry import create, get_builder, list_models, model_info
-
-# Importing a family module registers its builders.
-FAMILIES = ("lenet", "alexnet", "vgg", "googlenet", "resnet", "mobilenet", "stagewise")
-for _family in FAMILIES:
-    importlib.import_module(f"zoo.{_family}")
 
 
 def __getattr__(name):

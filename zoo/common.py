@@ -1,11 +1,35 @@
-"""What every family does the same way: argument checks, the input, the classifier head."""
+"""What every family does the same way: the documented arguments, their checks, the input, the
+classifier head."""
 
 import keras
 
-from zoo.options import LayerOptions
+from zoo.options import ACTIVATIONS, INITIALIZERS, NORMALIZATIONS, LayerOptions
 
 POOLINGS = (None, "avg", "max")
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", None)
+
+# The `Args:` text of the arguments every builder takes (a family may say more about its own use
+# of one, e.g. where its dropout goes). The registry writes each builder's docstring from these.
+ARGUMENT_DOCS = {
+    "input_shape": "(height, width, channels), channels last, any channel count; None: the "
+                   "default input. Below the model's minimum size a ValueError names it.",
+    "num_classes": "classes of the classifier.",
+    "include_top": "end in the classifier; False: a headless feature extractor (see pooling).",
+    "pooling": "output of a headless model: None (the last feature map), 'avg' or 'max' "
+               "(global pooling to a feature vector).",
+    "classifier_activation": "'softmax', 'sigmoid' (binary, with num_classes=1) or None "
+                             "(logits); computed in float32 under mixed precision.",
+    "weights": "None (random initialization), a .weights.h5/.keras path, or 'imagenet' where "
+               "keras.applications has the same architecture.",
+    "activation": f"hidden activation: {', '.join(ACTIVATIONS)}.",
+    "leaky_slope": "negative slope of activation='leaky_relu', in [0, 1); other activations "
+                   "ignore it.",
+    "kernel_initializer": f"one of {', '.join(INITIALIZERS)}.",
+    "normalization": f"one of {', '.join(NORMALIZATIONS)}.",
+    "dropout_rate": "dropout before the classifier, in [0, 1); 0 removes the Dropout layer.",
+    "weight_decay": "L2 penalty on kernels (not biases or normalization scales), >= 0.",
+    "name": "the Keras model's name.",
+}
 
 
 def check_head_arguments(name, *, num_classes, include_top, pooling, classifier_activation):
@@ -30,10 +54,12 @@ def check_dropout(name, dropout_rate):
         raise ValueError(f"{name}: dropout_rate must be in [0, 1), got {dropout_rate!r}.")
 
 
-def layer_options(*, activation, kernel_initializer, normalization, weight_decay, **bn):
+def layer_options(*, activation, leaky_slope, kernel_initializer, normalization, weight_decay,
+                  **bn):
     """The `LayerOptions` for a builder's cross-cutting keyword arguments."""
     return LayerOptions(
         activation=activation,
+        leaky_slope=leaky_slope,
         kernel_initializer=kernel_initializer,
         normalization=normalization,
         weight_decay=weight_decay,

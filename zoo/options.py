@@ -1,8 +1,8 @@
 """Cross-cutting layer options, resolved from names in one place.
 
 Every family builds its convolutions, dense layers, normalizations and activations through a
-`LayerOptions`, so `activation="gelu"`, `normalization="group"`, `kernel_initializer=...` and
-`weight_decay=...` mean the same thing in every model.
+`LayerOptions`, so `activation="gelu"`, `leaky_slope=...`, `normalization="group"`,
+`kernel_initializer=...` and `weight_decay=...` mean the same thing in every model.
 """
 
 import dataclasses
@@ -60,6 +60,16 @@ def activation_function(name):
     return ACTIVATIONS[name]
 
 
+# The course notes' leaky ReLU slope; Keras' own default (0.2) is 20 times steeper.
+DEFAULT_LEAKY_SLOPE = 0.01
+
+
+def check_leaky_slope(slope):
+    """A leaky ReLU's negative slope must be a number in [0, 1) (0 is a plain ReLU)."""
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1:
+        raise ValueError(f"leaky_slope must be a number in [0, 1), got {slope!r}.")
+
+
 def group_count(channels, preferred=32):
     """The largest group count <= `preferred` that divides `channels` (GroupNorm needs a divisor)."""
     return math.gcd(channels, preferred)
@@ -70,6 +80,7 @@ class LayerOptions:
     """How a model's layers are made. Families pass one of these down to every block."""
 
     activation: str = "relu"
+    leaky_slope: float = DEFAULT_LEAKY_SLOPE
     kernel_initializer: str = "he_normal"
     normalization: str = "batch"
     weight_decay: float = 0.0
@@ -78,6 +89,7 @@ class LayerOptions:
 
     def __post_init__(self):
         activation_function(self.activation)
+        check_leaky_slope(self.leaky_slope)
         _check_choice("kernel_initializer", self.kernel_initializer, INITIALIZERS)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         if not self.weight_decay >= 0:
@@ -151,7 +163,12 @@ class LayerOptions:
         )
 
     def act(self, *, name, activation=None):
-        return keras.layers.Activation(activation_function(activation or self.activation), name=name)
+        """The activation layer; leaky_relu gets a LeakyReLU with this `leaky_slope` (the
+        "leaky_relu" activation string would fix Keras' slope of 0.2)."""
+        activation = activation or self.activation
+        if activation == "leaky_relu":
+            return keras.layers.LeakyReLU(negative_slope=self.leaky_slope, name=name)
+        return keras.layers.Activation(activation_function(activation), name=name)
 
     def apply_norm(self, x, *, name, **kwargs):
         """Normalize `x` (a no-op for normalization="none")."""

@@ -1,15 +1,20 @@
 """The model registry: every zoo builder is registered here under its name.
 
-`register_model` wraps a family's builder so that the parts every builder shares are done in one
-place: the input shape is defaulted and validated, and `weights` are loaded after the build.
+`register_model` turns a family's builder into a named model's builder, so that what every
+builder shares is done in one place: the explicit keyword signature and its `Args:` docstring,
+unknown keywords refused at once, the input shape defaulted and validated, and `weights` loaded
+after the build.
 """
 
 import dataclasses
 import difflib
 import fnmatch
-import functools
+import inspect
 import os
+import textwrap
 from typing import Callable, Optional
+
+from zoo.common import ARGUMENT_DOCS
 
 _REGISTRY: dict = {}
 
@@ -25,43 +30,104 @@ class ModelInfo:
     keras_application: Optional[Callable] = None
 
 
-def register_model(*, default_input_shape, min_input_size, paper, keras_application=None):
-    """Register a builder `fn(input_shape, *, num_classes, include_top, ..., **family_kwargs)`.
+def register_model(name, family_builder, *, summary, paper, default_input_shape, min_input_size,
+                   keras_application=None, fixed=None, defaults=None, argument_docs=None):
+    """Register model `name`, built by `family_builder(input_shape, **arguments)`; return its
+    builder.
 
-    The registered name is the function's name. The wrapper resolves `input_shape=None` to the
-    default, rejects shapes below `min_input_size` with a message naming the minimum, and loads
-    `weights` (None, a `.weights.h5`/`.keras` path, or "imagenet") once the model is built.
+    `fixed` holds the constants the name stands for (VGG-16's depth); they are not arguments of
+    the builder. `defaults` replaces the family's defaults (resnet20's num_classes=10). Every other
+    keyword argument of `family_builder`, plus `weights`, is an argument of the builder, shown by
+    `inspect.signature` and `help()` and documented in its `Args:` from `common.ARGUMENT_DOCS`
+    and the family's `argument_docs` (which take precedence). An unknown keyword is a TypeError
+    naming the valid ones, raised before anything is built. The input shape defaults to
+    `default_input_shape`; one below `min_input_size` is a ValueError naming the minimum.
     """
+    if name in _REGISTRY:
+        raise ValueError(f"A model named {name!r} is already registered.")
+    fixed = dict(fixed or {})
+    signature = _builder_signature(name, family_builder, fixed, {"name": name, **(defaults or {})})
 
-    def decorate(builder):
-        name = builder.__name__
-
-        @functools.wraps(builder)
-        def build(input_shape=None, *, weights=None, **kwargs):
-            input_shape = validate_input_shape(
-                name, input_shape, default_input_shape, min_input_size
+    def build(*args, **kwargs):
+        unknown = [key for key in kwargs if key not in signature.parameters]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], signature.parameters, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"{name}() got an unexpected keyword argument {unknown[0]!r}.{hint} Its "
+                f"arguments: {', '.join(signature.parameters)}."
             )
-            _check_weights_argument(name, weights, keras_application, kwargs)
-            model = builder(input_shape, **kwargs)
-            if weights is not None:
-                from zoo import weights as weight_loading
-
-                weight_loading.load_into(model, weights, _REGISTRY[name], kwargs)
-            return model
-
-        if name in _REGISTRY:
-            raise ValueError(f"A model named {name!r} is already registered.")
-        _REGISTRY[name] = ModelInfo(
-            name=name,
-            builder=build,
-            default_input_shape=tuple(default_input_shape),
-            min_input_size=min_input_size,
-            paper=paper,
-            keras_application=keras_application,
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{name}(): {error}.") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        input_shape = validate_input_shape(
+            name, arguments.pop("input_shape"), default_input_shape, min_input_size
         )
-        return build
+        weights = arguments.pop("weights")
+        _check_weights_argument(name, weights, keras_application)
+        model = family_builder(input_shape, **fixed, **arguments)
+        if weights is not None:
+            from zoo import weights as weight_loading
 
-    return decorate
+            weight_loading.load_into(model, weights, _REGISTRY[name], arguments)
+        return model
+
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = family_builder.__module__  # the family, as `tuning.spaces.family` reads it
+    build.__signature__ = signature
+    build.__doc__ = _docstring(
+        name, summary, signature, argument_docs or {},
+        f"{paper}. Default input {'x'.join(map(str, default_input_shape))}; at least "
+        f"{min_input_size}x{min_input_size} pixels.",
+    )
+    _REGISTRY[name] = ModelInfo(
+        name=name,
+        builder=build,
+        default_input_shape=tuple(default_input_shape),
+        min_input_size=min_input_size,
+        paper=paper,
+        keras_application=keras_application,
+    )
+    return build
+
+
+def _builder_signature(name, family_builder, fixed, defaults):
+    """`(input_shape=None, *, <the family's keywords but fixed, with defaults>, weights=None)`,
+    `weights` placed after `classifier_activation` as in keras.applications."""
+    family = inspect.signature(family_builder).parameters
+    for argument in (*fixed, *defaults):
+        if argument not in family or argument == "input_shape":
+            raise TypeError(f"{name}: {family_builder.__name__} has no argument {argument!r}.")
+    parameters = [inspect.Parameter("input_shape", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=None)]
+    for argument, parameter in family.items():
+        if argument == "input_shape" or argument in fixed:
+            continue
+        default = defaults.get(argument, parameter.default)
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"{name}: argument {argument!r} of {family_builder.__name__} needs a "
+                            f"default (fixed or defaults).")
+        parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=default))
+        if argument == "classifier_activation":
+            parameters.append(inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY,
+                                                default=None))
+    return inspect.Signature(parameters)
+
+
+def _docstring(name, summary, signature, family_docs, provenance):
+    docs = {**ARGUMENT_DOCS, **family_docs}
+    missing = [argument for argument in signature.parameters if argument not in docs]
+    if missing:
+        raise TypeError(f"{name}: no Args text for {', '.join(missing)}.")
+    lines = [summary, "", textwrap.fill(provenance, 96), "", "Args:"]
+    for argument, parameter in signature.parameters.items():
+        text = f"{argument}: {docs[argument]} Default: {parameter.default!r}."
+        lines.append(textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="        "))
+    lines += ["", "Returns:", "    A `keras.Model`."]
+    return "\n".join(lines)
 
 
 def validate_input_shape(name, input_shape, default_input_shape, min_input_size):
@@ -84,7 +150,7 @@ def validate_input_shape(name, input_shape, default_input_shape, min_input_size)
     return input_shape
 
 
-def _check_weights_argument(name, weights, keras_application, kwargs):
+def _check_weights_argument(name, weights, keras_application):
     if weights is None:
         return
     if weights == "imagenet":

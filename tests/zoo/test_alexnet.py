@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.blocks import LocalResponseNormalization
+from zoo.layers import LocalResponseNormalization
 
 SMALL = dict(num_classes=10, fc_units=32)
 

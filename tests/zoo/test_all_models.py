@@ -44,6 +44,19 @@ PAPER_PARAMS = {
 
 CONFIGURABLE = {"stagewise_cnn"}
 
+# Channels of the last feature map, the length of a headless model's pooled feature vector.
+FEATURE_WIDTHS = {
+    "lenet5": 120, "lenet5_modern": 120,  # C5
+    "alexnet": 256, "alexnet_original": 256,
+    **{name: 512 for name in zoo.list_models("vgg*")},
+    "googlenet": 1024,
+    "resnet18": 512, "resnet34": 512,
+    **{f"resnet{depth}{version}": 2048 for depth in (50, 101, 152) for version in ("", "_v2")},
+    **{f"resnet{depth}": 64 for depth in (20, 32, 44, 56, 110)},
+    "mobilenet": 1024, "mobilenet_v2": 1280,
+    "stagewise_cnn": 128,  # 32 filters doubled in each of 3 stages: 32, 64, 128
+}
+
 # One model per family module: what is shared code (heads, pooling, precision) is checked on
 # these, so the suite does not build every 100-layer ResNet again for the same code path.
 REPRESENTATIVES = [
@@ -58,7 +71,7 @@ BUILT_SMALL = [name for name in zoo.list_models() if name not in DEEP_RESNETS]
 
 
 def test_every_paper_model_is_registered():
-    assert set(zoo.list_models()) == set(PAPER_PARAMS) | CONFIGURABLE
+    assert set(zoo.list_models()) == set(PAPER_PARAMS) | CONFIGURABLE == set(FEATURE_WIDTHS)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
@@ -102,8 +115,8 @@ def test_small_build_saves_and_reloads_with_identical_outputs(name, tmp_path):
 def test_headless_model_with_pooling_gives_a_feature_vector(name, pooling):
     shape = small_input_shape(name)
     model = zoo.create(name, input_shape=shape, include_top=False, pooling=pooling)
-    assert len(model.output.shape) == 2
-    assert model.output.shape[-1] > 0
+    assert model.output.shape == (None, FEATURE_WIDTHS[name])
+    assert model.layers[-1].name == f"{pooling}_pool"
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -122,11 +135,13 @@ def test_mixed_precision_keeps_the_classifier_output_float32(name):
 
 
 @pytest.mark.parametrize("name", REPRESENTATIVES)
-def test_logits_and_sigmoid_heads(name):
+def test_sigmoid_head_is_the_sigmoid_of_the_logits_head(name):
     shape = small_input_shape(name)
-    logits = zoo.create(name, input_shape=shape, num_classes=3, classifier_activation=None)
+    logits = zoo.create(name, input_shape=shape, num_classes=1, classifier_activation=None)
     binary = zoo.create(name, input_shape=shape, num_classes=1, classifier_activation="sigmoid")
-    images = np.full((1, *shape), 0.5, dtype="float32")
+    binary.set_weights(logits.get_weights())  # the same network; only the last activation differs
+    images = np.random.default_rng(0).uniform(0, 1, size=(2, *shape)).astype("float32")
+    logit = keras.ops.convert_to_numpy(logits(images, training=False))
     probability = keras.ops.convert_to_numpy(binary(images, training=False))
-    assert logits.output.shape[-1] == 3
-    assert probability.shape == (1, 1) and 0.0 < probability[0, 0] < 1.0
+    assert logits.output.shape == binary.output.shape == (None, 1)
+    np.testing.assert_allclose(probability, 1 / (1 + np.exp(-logit)), rtol=1e-5, atol=1e-7)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.blocks import LocalResponseNormalization, inception_module
+from zoo.families.googlenet import inception_module
+from zoo.layers import LocalResponseNormalization
 from zoo.describe import trainable_param_count
 from zoo.flops import layer_flops
 from zoo.options import LayerOptions

@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import zoo
-from zoo.blocks import LECUN_C3_CONNECTIONS, PartialConnectionConv2D, TrainableSubsampling
+from zoo.layers import LECUN_C3_CONNECTIONS, PartialConnectionConv2D, TrainableSubsampling
 from zoo.flops import count_flops
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.mobilenet import make_divisible
+from zoo.families.mobilenet import make_divisible
 from zoo.weights import copy_weights
 
 KERAS_APPLICATIONS = {

@@ -1,6 +1,17 @@
+import inspect
+import pydoc
+import re
+
 import pytest
 
 import zoo
+
+# What every builder takes, besides its family's knobs.
+CROSS_CUTTING = {
+    "input_shape", "num_classes", "include_top", "pooling", "classifier_activation", "weights",
+    "activation", "leaky_slope", "kernel_initializer", "normalization", "dropout_rate",
+    "weight_decay",
+}
 
 
 def test_unknown_model_lists_the_valid_names():
@@ -12,11 +23,41 @@ def test_list_models_filters_by_pattern():
     assert zoo.list_models("vgg1?") == ["vgg11", "vgg13", "vgg16", "vgg19"]
 
 
-def test_every_builder_is_importable_by_name():
-    from zoo import resnet20
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_name_imports_as_its_registered_builder(name):
+    # A family module of the same name (zoo/mobilenet.py once) would shadow the builder.
+    builder = zoo.get_builder(name)
+    namespace = {}
+    exec(f"from zoo import {name}", namespace)
+    assert namespace[name] is builder
+    assert getattr(zoo, name) is builder
+    assert callable(builder) and builder.__name__ == name
+    assert name in dir(zoo) and name in zoo.__all__
 
-    assert resnet20 is zoo.get_builder("resnet20")
-    assert set(zoo.list_models()) <= set(dir(zoo))
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_builder_shows_and_documents_its_arguments(name):
+    parameters = inspect.signature(zoo.get_builder(name)).parameters
+    assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in parameters.values())
+    assert CROSS_CUTTING <= set(parameters)
+    assert parameters["leaky_slope"].default == 0.01
+    assert parameters["name"].default == name
+    shown = pydoc.render_doc(zoo.get_builder(name), renderer=pydoc.plaintext)
+    assert "leaky_slope=0.01" in shown  # the signature line, with its defaults
+    documented = re.findall(r"^ {8}(\w+): ", shown.split("Args:")[1], re.MULTILINE)
+    assert documented == list(parameters)
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_a_misspelled_option_fails_at_the_call(name):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'leaky_slop'.* Did you "
+                                        r"mean 'leaky_slope'\? Its arguments: input_shape, "):
+        zoo.create(name, leaky_slop=0.1)
+
+
+def test_a_positional_argument_after_input_shape_is_refused():
+    with pytest.raises(TypeError, match=r"resnet20\(\): too many positional arguments"):
+        zoo.get_builder("resnet20")((32, 32, 3), 10)
 
 
 @pytest.mark.parametrize("bad", [(32, 32), (32, 32, 0), (32.0, 32, 3), "32x32"])

@@ -8,7 +8,7 @@ import zoo
 from zoo.blocks import ParameterFreeShortcut, basic_block, bottleneck_block
 from zoo.describe import trainable_param_count
 from zoo.options import LayerOptions
-from zoo.resnet import build_resnet
+from zoo.families.resnet import build_resnet
 from zoo.weights import copy_weights
 
 OPTIONS = LayerOptions()

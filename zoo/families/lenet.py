@@ -9,17 +9,22 @@ bitmap codes; here it is the zoo's trainable dense classifier (84*10 + 10 weight
 import keras
 
 from zoo import common
-from zoo.blocks import (
-    LECUN_C3_CONNECTIONS,
-    PartialConnectionConv2D,
-    TrainableSubsampling,
-    conv_norm_act,
-)
+from zoo.blocks import conv_norm_act
+from zoo.layers import LECUN_C3_CONNECTIONS, PartialConnectionConv2D, TrainableSubsampling
+from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
 PAPER = "LeCun et al. 1998, Gradient-based learning applied to document recognition"
 C3_CONNECTIONS = ("lecun", "full")
 SUBSAMPLINGS = ("trainable", "max", "average")
+ARGUMENT_DOCS = {
+    "dropout_rate": "dropout before the output layer, in [0, 1); 0 removes the Dropout layer.",
+    "c3_connections": "'lecun': each C3 map reads the S2 maps of the paper's Table I; 'full': "
+                      "every C3 map reads all six.",
+    "subsampling": "S2 and S4: 'trainable' (the paper's window mean times a trainable "
+                   "coefficient plus a bias per map, then the activation), 'max' or 'average'.",
+    "fc_units": "width of F6.",
+}
 
 
 def _subsample(x, kind, *, options, name):
@@ -47,13 +52,10 @@ def _c3(x, connections, *, options, name):
 
 
 def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
-           classifier_activation="softmax", name, activation, kernel_initializer,
-           normalization="none", weight_decay=0.0, dropout_rate=0.0, c3_connections,
-           subsampling, fc_units=84):
-    """The one LeNet builder. Family knobs: `c3_connections` ("lecun": Table I of the paper,
-    "full": every C3 map reads all S2 maps), `subsampling` ("trainable": the paper's coefficient
-    and bias per map, "max", "average") and `fc_units` (F6's width). `dropout_rate` applies
-    before the output layer."""
+           classifier_activation="softmax", activation, leaky_slope=DEFAULT_LEAKY_SLOPE,
+           kernel_initializer, normalization="none", dropout_rate=0.0, weight_decay=0.0,
+           c3_connections, subsampling, fc_units=84, name):
+    """The one LeNet builder; its arguments are documented on `lenet5` (ARGUMENT_DOCS)."""
     common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
                                 pooling=pooling, classifier_activation=classifier_activation)
     common.check_dropout(name, dropout_rate)
@@ -65,7 +67,8 @@ def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
         raise ValueError(
             f"{name}: subsampling must be 'trainable', 'max' or 'average', got {subsampling!r}."
         )
-    options = common.layer_options(activation=activation, kernel_initializer=kernel_initializer,
+    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
+                                   kernel_initializer=kernel_initializer,
                                    normalization=normalization, weight_decay=weight_decay)
 
     inputs = common.model_input(input_shape)
@@ -88,27 +91,18 @@ def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
     return keras.Model(inputs, x, name=name)
 
 
-@register_model(default_input_shape=(32, 32, 1), min_input_size=32, paper=PAPER)
-def lenet5(input_shape, **kwargs):
-    """The paper's LeNet-5: partial C3 (Table I), trainable subsampling, scaled tanh."""
-    return _lenet(input_shape, **{
-        "name": "lenet5",
-        "activation": "lecun_tanh",
-        "kernel_initializer": "lecun_uniform",
-        "c3_connections": "lecun",
-        "subsampling": "trainable",
-        **kwargs,
-    })
+def _register(name, summary, **defaults):
+    return register_model(name, _lenet, summary=summary, paper=PAPER,
+                          default_input_shape=(32, 32, 1), min_input_size=32,
+                          defaults=defaults, argument_docs=ARGUMENT_DOCS)
 
 
-@register_model(default_input_shape=(32, 32, 1), min_input_size=32, paper=PAPER)
-def lenet5_modern(input_shape, **kwargs):
-    """LeNet-5 as usually taught today: fully connected C3, max-pooling, ReLU."""
-    return _lenet(input_shape, **{
-        "name": "lenet5_modern",
-        "activation": "relu",
-        "kernel_initializer": "he_normal",
-        "c3_connections": "full",
-        "subsampling": "max",
-        **kwargs,
-    })
+lenet5 = _register(
+    "lenet5", "The paper's LeNet-5: partial C3 (Table I), trainable subsampling, scaled tanh.",
+    activation="lecun_tanh", kernel_initializer="lecun_uniform", c3_connections="lecun",
+    subsampling="trainable",
+)
+lenet5_modern = _register(
+    "lenet5_modern", "LeNet-5 as usually taught today: fully connected C3, max-pooling, ReLU.",
+    activation="relu", kernel_initializer="he_normal", c3_connections="full", subsampling="max",
+)

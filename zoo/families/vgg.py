@@ -12,6 +12,7 @@ import keras
 
 from zoo import common
 from zoo.blocks import conv_norm_act
+from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
 PAPER = (
@@ -26,20 +27,26 @@ STAGE_DEPTHS = {
     16: [2, 2, 3, 3, 3],
     19: [2, 2, 4, 4, 4],
 }
+CONFIGURATIONS = {11: "A", 13: "B", 16: "D", 19: "E"}  # the paper's names for the depths
+ARGUMENT_DOCS = {
+    "dropout_rate": "dropout after each hidden FC layer, in [0, 1); 0 removes the Dropout layers.",
+    "fc_units": "width of the two hidden FC layers.",
+}
 
 
-def _vgg(input_shape, depth, *, num_classes=1000, include_top=True, pooling=None,
-         classifier_activation="softmax", name, activation="relu",
-         kernel_initializer="glorot_uniform", normalization="none", weight_decay=0.0,
-         dropout_rate=0.5, fc_units=4096):
-    """The one VGG builder. Family knobs: `fc_units` (width of the two hidden FC layers) and
-    `dropout_rate` (after each of them; 0 removes the Dropout layers)."""
+def _vgg(input_shape, *, depth, num_classes=1000, include_top=True, pooling=None,
+         classifier_activation="softmax", activation="relu", leaky_slope=DEFAULT_LEAKY_SLOPE,
+         kernel_initializer="glorot_uniform", normalization="none", dropout_rate=0.5,
+         weight_decay=0.0, fc_units=4096, name="vgg"):
+    """The one VGG builder: `depth` is 11, 13, 16 or 19 (configurations A, B, D, E); the other
+    arguments are documented on `vgg16` (ARGUMENT_DOCS)."""
     common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
                                 pooling=pooling, classifier_activation=classifier_activation)
     common.check_dropout(name, dropout_rate)
     if not isinstance(fc_units, int) or isinstance(fc_units, bool) or fc_units < 1:
         raise ValueError(f"{name}: fc_units must be a positive integer, got {fc_units!r}.")
-    options = common.layer_options(activation=activation, kernel_initializer=kernel_initializer,
+    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
+                                   kernel_initializer=kernel_initializer,
                                    normalization=normalization, weight_decay=weight_decay)
 
     inputs = common.model_input(input_shape)
@@ -63,46 +70,22 @@ def _vgg(input_shape, depth, *, num_classes=1000, include_top=True, pooling=None
     return keras.Model(inputs, x, name=name)
 
 
-def _register(**kwargs):
-    return register_model(default_input_shape=(224, 224, 3), min_input_size=32, paper=PAPER,
-                          **kwargs)
+def _register(name, depth, *, batch_norm=False, **registration):
+    summary = f"VGG-{depth} (configuration {CONFIGURATIONS[depth]})"
+    if batch_norm:
+        summary += " with BatchNorm after every convolution (conv biases kept, as torchvision)"
+    return register_model(
+        name, _vgg, fixed={"depth": depth},
+        defaults={"normalization": "batch"} if batch_norm else {}, summary=summary + ".", paper=PAPER, default_input_shape=(224, 224, 3), min_input_size=32,
+        argument_docs=ARGUMENT_DOCS, **registration,
+    )
 
 
-@_register()
-def vgg11(input_shape, **kwargs):
-    return _vgg(input_shape, 11, **{"name": "vgg11", **kwargs})
-
-
-@_register()
-def vgg13(input_shape, **kwargs):
-    return _vgg(input_shape, 13, **{"name": "vgg13", **kwargs})
-
-
-@_register(keras_application=keras.applications.VGG16)
-def vgg16(input_shape, **kwargs):
-    return _vgg(input_shape, 16, **{"name": "vgg16", **kwargs})
-
-
-@_register(keras_application=keras.applications.VGG19)
-def vgg19(input_shape, **kwargs):
-    return _vgg(input_shape, 19, **{"name": "vgg19", **kwargs})
-
-
-@_register()
-def vgg11_bn(input_shape, **kwargs):
-    return _vgg(input_shape, 11, **{"name": "vgg11_bn", "normalization": "batch", **kwargs})
-
-
-@_register()
-def vgg13_bn(input_shape, **kwargs):
-    return _vgg(input_shape, 13, **{"name": "vgg13_bn", "normalization": "batch", **kwargs})
-
-
-@_register()
-def vgg16_bn(input_shape, **kwargs):
-    return _vgg(input_shape, 16, **{"name": "vgg16_bn", "normalization": "batch", **kwargs})
-
-
-@_register()
-def vgg19_bn(input_shape, **kwargs):
-    return _vgg(input_shape, 19, **{"name": "vgg19_bn", "normalization": "batch", **kwargs})
+vgg11 = _register("vgg11", 11)
+vgg13 = _register("vgg13", 13)
+vgg16 = _register("vgg16", 16, keras_application=keras.applications.VGG16)
+vgg19 = _register("vgg19", 19, keras_application=keras.applications.VGG19)
+vgg11_bn = _register("vgg11_bn", 11, batch_norm=True)
+vgg13_bn = _register("vgg13_bn", 13, batch_norm=True)
+vgg16_bn = _register("vgg16_bn", 16, batch_norm=True)
+vgg19_bn = _register("vgg19_bn", 19, batch_norm=True)

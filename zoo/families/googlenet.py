@@ -14,7 +14,9 @@ used in training only: its outputs are [main, aux1, aux2].
 import keras
 
 from zoo import common
-from zoo.blocks import LocalResponseNormalization, conv_norm_act, inception_module
+from zoo.blocks import conv_norm_act
+from zoo.layers import LocalResponseNormalization
+from zoo.options import DEFAULT_LEAKY_SLOPE, LayerOptions
 from zoo.registry import register_model
 
 PAPER = "Szegedy et al. 2014, Going deeper with convolutions"
@@ -43,6 +45,45 @@ AUX_HEAD_MODULES = ("4a", "4d")
 # The auxiliary heads open with a 5x5/3 average pool on stage 4, which sees the input downsampled
 # 16x with "same" (rounding up) padding: a 5x5 map there needs at least 16 * 4 + 1 pixels.
 AUX_MIN_INPUT_SIZE = 65
+ARGUMENT_DOCS = {
+    "normalization": "'none' as in the paper; 'batch' puts BatchNorm after every convolution "
+                     "(without conv biases), and so on for the other normalizations.",
+    "dropout_rate": "dropout before the classifier (the paper's 0.4), in [0, 1).",
+    "batch_norm": "True: the common BatchNorm variant, shorthand for normalization='batch'.",
+    "stages": "the Inception table as data: per stage (3, 4, 5), a list of module rows "
+              "(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).",
+    "local_response_norm": "the two LRN layers of the paper's Figure 3.",
+    "aux_logits": "add the two auxiliary classifiers (on 4a and 4d, for training): the outputs "
+                  "are then [main, aux1, aux2]; needs include_top and at least a 65x65 input.",
+    "aux_dropout_rate": "dropout in the auxiliary classifiers, in [0, 1).",
+}
+
+
+def inception_module(x, filters, *, options: LayerOptions, name):
+    """The Inception module with dimension reductions (Szegedy et al. 2014, Figure 2b): four
+    parallel branches concatenated along channels, 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool
+    (stride 1) -> 1x1 projection.
+
+    `filters` is a row of the paper's Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
+    pool proj).
+    """
+    if len(filters) != 6:
+        raise ValueError(
+            f"{name}: filters must be (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), "
+            f"got {filters!r}."
+        )
+    n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj = filters
+    branch_1x1 = conv_norm_act(x, n1x1, 1, options=options, name=f"{name}_1x1")
+    branch_3x3 = conv_norm_act(x, n3x3_reduce, 1, options=options, name=f"{name}_3x3_reduce")
+    branch_3x3 = conv_norm_act(branch_3x3, n3x3, 3, options=options, name=f"{name}_3x3")
+    branch_5x5 = conv_norm_act(x, n5x5_reduce, 1, options=options, name=f"{name}_5x5_reduce")
+    branch_5x5 = conv_norm_act(branch_5x5, n5x5, 5, options=options, name=f"{name}_5x5")
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    branch_pool = conv_norm_act(pooled, pool_proj, 1, options=options, name=f"{name}_pool_proj")
+    return keras.layers.Concatenate(name=f"{name}_concat")(
+        [branch_1x1, branch_3x3, branch_5x5, branch_pool]
+    )
+
 
 
 def _aux_head(x, *, num_classes, classifier_activation, dropout_rate, options, name):
@@ -79,14 +120,19 @@ def _check_stages(name, stages):
 
 
 def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
-               classifier_activation="softmax", name, activation="relu",
-               kernel_initializer="glorot_uniform", normalization="none", weight_decay=0.0,
-               dropout_rate=0.4, stages=INCEPTION_V1_STAGES, local_response_norm=True,
-               aux_logits=False, aux_dropout_rate=0.7):
-    """The one GoogLeNet builder. Family knobs: `stages` (the Inception table as data: per stage,
-    a list of module rows), `local_response_norm` (the two LRN layers of Figure 3),
-    `aux_logits` and `aux_dropout_rate` (the auxiliary classifiers and their dropout).
-    `normalization="batch"` puts BatchNorm after every convolution (without conv biases)."""
+               classifier_activation="softmax", activation="relu",
+               leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="glorot_uniform",
+               normalization="none", dropout_rate=0.4, weight_decay=0.0, batch_norm=False,
+               stages=INCEPTION_V1_STAGES, local_response_norm=True, aux_logits=False,
+               aux_dropout_rate=0.7, name="googlenet"):
+    """The one GoogLeNet builder; its arguments are documented on `googlenet` (ARGUMENT_DOCS)."""
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"{name}: batch_norm must be True or False, got {batch_norm!r}.")
+    if batch_norm:
+        if normalization not in ("none", "batch"):
+            raise ValueError(f"{name}: batch_norm=True contradicts "
+                             f"normalization={normalization!r}; pass one of them.")
+        normalization = "batch"
     common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
                                 pooling=pooling, classifier_activation=classifier_activation)
     common.check_dropout(name, dropout_rate)
@@ -116,7 +162,8 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
                 f"{name}: with aux_logits=True, input_shape {input_shape} is too small; the "
                 f"auxiliary heads need at least {AUX_MIN_INPUT_SIZE}x{AUX_MIN_INPUT_SIZE} pixels."
             )
-    options = common.layer_options(activation=activation, kernel_initializer=kernel_initializer,
+    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
+                                   kernel_initializer=kernel_initializer,
                                    normalization=normalization, weight_decay=weight_decay)
 
     inputs = common.model_input(input_shape)
@@ -153,17 +200,8 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
 
 # Five stride-2 steps: 32 is the smallest input each of them halves (down to 1x1 before the
 # average pool). With aux_logits=True the minimum is AUX_MIN_INPUT_SIZE.
-@register_model(default_input_shape=(224, 224, 3), min_input_size=32, paper=PAPER)
-def googlenet(input_shape, *, batch_norm=False, **kwargs):
-    """GoogLeNet (Inception v1) as in the paper's Table 1, without BatchNorm.
-
-    `batch_norm=True` is the common BatchNorm variant: shorthand for `normalization="batch"`.
-    """
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"googlenet: batch_norm must be True or False, got {batch_norm!r}.")
-    if batch_norm:
-        if kwargs.get("normalization", "batch") != "batch":
-            raise ValueError(f"googlenet: batch_norm=True contradicts "
-                             f"normalization={kwargs['normalization']!r}; pass one of them.")
-        kwargs["normalization"] = "batch"
-    return _googlenet(input_shape, **{"name": "googlenet", **kwargs})
+googlenet = register_model(
+    "googlenet", _googlenet, paper=PAPER,
+    summary="GoogLeNet (Inception v1) as in the paper's Table 1, without BatchNorm.",
+    default_input_shape=(224, 224, 3), min_input_size=32, argument_docs=ARGUMENT_DOCS,
+)

@@ -17,6 +17,7 @@ from zoo.common import (
     model_input,
     pool_features,
 )
+from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
 NUM_STAGES = (1, 2, 3, 4, 5, 6)
@@ -25,6 +26,18 @@ KERNEL_SIZES = (3, 5)
 DENSE_LAYERS = (0, 1, 2)  # hidden layers; with the classifier that is 1-3 dense layers
 DOWNSAMPLES = ("max_pool", "avg_pool", "strided_conv")
 HEADS = ("global_avg", "global_max", "flatten")
+ARGUMENT_DOCS = {
+    "dropout_rate": "dropout before every dense layer (hidden and classifier), in [0, 1).",
+    "num_stages": f"stages, each halving the image: one of {NUM_STAGES}.",
+    "convs_per_stage": f"conv-norm-activation layers per stage: one of {CONVS_PER_STAGE}.",
+    "filters": "filters of the first stage; stage i (from 0) has filters * 2**i.",
+    "kernel_size": f"convolution kernel size: one of {KERNEL_SIZES}.",
+    "downsample": f"how a stage halves the image: one of {DOWNSAMPLES}.",
+    "squeeze_excitation": "recalibrate each stage's output channels (Hu et al. 2018).",
+    "head": f"how the last feature map becomes a vector: one of {HEADS}.",
+    "dense_layers": f"hidden dense layers before the classifier: one of {DENSE_LAYERS}.",
+    "dense_units": "width of each hidden dense layer.",
+}
 
 
 def _check_choice(name, argument, value, allowed):
@@ -71,19 +84,13 @@ def _head(x, *, head, dense_layers, dense_units, dropout_rate, num_classes,
                       options=options)
 
 
-@register_model(
-    default_input_shape=(32, 32, 3),
-    min_input_size=min_input_size(3),
-    paper="Design rules for small-data CNNs: stacked 3x3 convs (Simonyan & Zisserman 2015), "
-          "batch norm (Ioffe & Szegedy 2015), dropout (Srivastava et al. 2014), optional "
-          "squeeze-excitation (Hu et al. 2018)",
-)
-def stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=None,
-                  classifier_activation="softmax", name="stagewise_cnn", activation="relu",
-                  kernel_initializer="he_normal", normalization="batch", weight_decay=0.0,
-                  dropout_rate=0.5, num_stages=3, convs_per_stage=2, filters=32, kernel_size=3,
-                  downsample="max_pool", squeeze_excitation=False, head="global_avg",
-                  dense_layers=1, dense_units=128):
+def _stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=None,
+                   classifier_activation="softmax", activation="relu",
+                   leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                   normalization="batch", dropout_rate=0.5, weight_decay=0.0, num_stages=3,
+                   convs_per_stage=2, filters=32, kernel_size=3, downsample="max_pool",
+                   squeeze_excitation=False, head="global_avg", dense_layers=1, dense_units=128,
+                   name="stagewise_cnn"):
     """A small-data CNN. Stage `i` (from 0) has `filters * 2**i` filters; `dropout_rate` drops
     the input of every dense layer; `squeeze_excitation` recalibrates each stage's output."""
     check_head_arguments(name, num_classes=num_classes, include_top=include_top, pooling=pooling,
@@ -104,8 +111,9 @@ def stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=None
             f"{name}: input_shape {input_shape} is too small for num_stages={num_stages}: each "
             f"stage halves the image, so it needs at least {smallest}x{smallest} pixels."
         )
-    options = layer_options(activation=activation, kernel_initializer=kernel_initializer,
-                            normalization=normalization, weight_decay=weight_decay)
+    options = layer_options(activation=activation, leaky_slope=leaky_slope,
+                            kernel_initializer=kernel_initializer, normalization=normalization,
+                            weight_decay=weight_decay)
 
     inputs = model_input(input_shape)
     x = inputs
@@ -125,3 +133,15 @@ def stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=None
     else:
         outputs = pool_features(x, pooling)
     return keras.Model(inputs, outputs, name=name)
+
+
+stagewise_cnn = register_model(
+    "stagewise_cnn", _stagewise_cnn,
+    summary="A small-data CNN: stages of conv-norm-activation layers, each halving the image "
+            "and doubling the filters, then a pooled or flattened head with dropout.",
+    paper="Design rules for small-data CNNs: stacked 3x3 convs (Simonyan & Zisserman 2015), "
+          "batch norm (Ioffe & Szegedy 2015), dropout (Srivastava et al. 2014), optional "
+          "squeeze-excitation (Hu et al. 2018)",
+    default_input_shape=(32, 32, 3), min_input_size=min_input_size(3),
+    argument_docs=ARGUMENT_DOCS,
+)

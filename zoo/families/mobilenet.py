@@ -18,7 +18,19 @@ from zoo.common import (
     layer_options,
     model_input,
 )
+from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
+
+PAPER_V1 = ("Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile "
+            "Vision Applications, arXiv:1704.04861")
+PAPER_V2 = ("Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks, "
+            "arXiv:1801.04381")
+ARGUMENT_DOCS = {
+    "alpha": "width multiplier: scales every layer's channels (MobileNetV2 rounds them to "
+             "multiples of 8).",
+    "depth_multiplier": "depthwise outputs per input channel (the paper's resolution multiplier "
+                        "is the input size).",
+}
 
 # MobileNet v1 body (table 1 of the paper): (pointwise filters, depthwise stride) per block.
 MOBILENET_V1_BLOCKS = (
@@ -59,8 +71,11 @@ def _check_alpha(name, alpha, *, minimum=0.0):
         raise ValueError(f"{name}: alpha (the width multiplier) must be {allowed}, got {alpha!r}.")
 
 
-def _mobilenet_v1(input_shape, *, alpha, depth_multiplier, num_classes, include_top, pooling,
-                  classifier_activation, dropout_rate, options, name):
+def _mobilenet_v1(input_shape, *, num_classes=1000, include_top=True, pooling=None,
+                  classifier_activation="softmax", activation="relu6",
+                  leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                  normalization="batch", dropout_rate=1e-3, weight_decay=0.0, alpha=1.0,
+                  depth_multiplier=1, name="mobilenet"):
     check_head_arguments(name, num_classes=num_classes, include_top=include_top, pooling=pooling,
                          classifier_activation=classifier_activation)
     check_dropout(name, dropout_rate)
@@ -69,6 +84,9 @@ def _mobilenet_v1(input_shape, *, alpha, depth_multiplier, num_classes, include_
         raise ValueError(
             f"{name}: depth_multiplier must be a positive integer, got {depth_multiplier!r}."
         )
+    options = layer_options(activation=activation, leaky_slope=leaky_slope,
+                            kernel_initializer=kernel_initializer, normalization=normalization,
+                            weight_decay=weight_decay)
     inputs = model_input(input_shape)
     x = blocks.conv_norm_act(inputs, int(32 * alpha), 3, strides=2, options=options, name="stem")
     for index, (filters, strides) in enumerate(MOBILENET_V1_BLOCKS, start=1):
@@ -83,12 +101,19 @@ def _mobilenet_v1(input_shape, *, alpha, depth_multiplier, num_classes, include_
     return keras.Model(inputs, outputs, name=name)
 
 
-def _mobilenet_v2(input_shape, *, alpha, num_classes, include_top, pooling,
-                  classifier_activation, dropout_rate, options, name):
+def _mobilenet_v2(input_shape, *, num_classes=1000, include_top=True, pooling=None,
+                  classifier_activation="softmax", activation="relu6",
+                  leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                  normalization="batch", dropout_rate=0.2, weight_decay=0.0, alpha=1.0,
+                  name="mobilenet_v2"):
     check_head_arguments(name, num_classes=num_classes, include_top=include_top, pooling=pooling,
                          classifier_activation=classifier_activation)
     check_dropout(name, dropout_rate)
     _check_alpha(name, alpha)
+    # Batch norm momentum 0.999 as in the reference implementation.
+    options = layer_options(activation=activation, leaky_slope=leaky_slope,
+                            kernel_initializer=kernel_initializer, normalization=normalization,
+                            weight_decay=weight_decay, bn_momentum=0.999, bn_epsilon=1e-3)
     inputs = model_input(input_shape)
     x = blocks.conv_norm_act(inputs, make_divisible(32 * alpha), 3, strides=2, options=options,
                              name="stem")
@@ -110,44 +135,15 @@ def _mobilenet_v2(input_shape, *, alpha, num_classes, include_top, pooling,
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_model(
-    default_input_shape=(224, 224, 3),
-    min_input_size=32,
-    paper="Howard et al. 2017, MobileNets: Efficient Convolutional Neural Networks for Mobile "
-          "Vision Applications, arXiv:1704.04861",
-    keras_application=keras.applications.MobileNet,
+mobilenet = register_model(
+    "mobilenet", _mobilenet_v1, paper=PAPER_V1, keras_application=keras.applications.MobileNet,
+    summary="MobileNet v1, layer for layer keras.applications.MobileNet (dropout 1e-3 as there).",
+    default_input_shape=(224, 224, 3), min_input_size=32, argument_docs=ARGUMENT_DOCS,
 )
-def mobilenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
-              classifier_activation="softmax", name="mobilenet", activation="relu6",
-              kernel_initializer="he_normal", normalization="batch", weight_decay=0.0,
-              dropout_rate=1e-3, alpha=1.0, depth_multiplier=1):
-    """MobileNet v1: `alpha` scales every layer's width, `depth_multiplier` the depthwise outputs
-    (the paper's resolution multiplier is the input size). Dropout 1e-3 as in the reference."""
-    options = layer_options(activation=activation, kernel_initializer=kernel_initializer,
-                            normalization=normalization, weight_decay=weight_decay)
-    return _mobilenet_v1(input_shape, alpha=alpha, depth_multiplier=depth_multiplier,
-                         num_classes=num_classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation,
-                         dropout_rate=dropout_rate, options=options, name=name)
-
-
-@register_model(
-    default_input_shape=(224, 224, 3),
-    min_input_size=32,
-    paper="Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks, "
-          "arXiv:1801.04381",
+mobilenet_v2 = register_model(
+    "mobilenet_v2", _mobilenet_v2, paper=PAPER_V2,
     keras_application=keras.applications.MobileNetV2,
+    summary="MobileNetV2, layer for layer keras.applications.MobileNetV2 (dropout 0.2 before the "
+            "classifier, as in its training).",
+    default_input_shape=(224, 224, 3), min_input_size=32, argument_docs=ARGUMENT_DOCS,
 )
-def mobilenet_v2(input_shape, *, num_classes=1000, include_top=True, pooling=None,
-                 classifier_activation="softmax", name="mobilenet_v2", activation="relu6",
-                 kernel_initializer="he_normal", normalization="batch", weight_decay=0.0,
-                 dropout_rate=0.2, alpha=1.0):
-    """MobileNetV2: `alpha` scales every layer's width (rounded to multiples of 8). Batch norm
-    momentum 0.999 as in the reference; dropout 0.2 before the classifier as in its training."""
-    options = layer_options(activation=activation, kernel_initializer=kernel_initializer,
-                            normalization=normalization, weight_decay=weight_decay,
-                            bn_momentum=0.999, bn_epsilon=1e-3)
-    return _mobilenet_v2(input_shape, alpha=alpha, num_classes=num_classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation,
-                         dropout_rate=dropout_rate, options=options, name=name)

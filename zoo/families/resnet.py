@@ -29,6 +29,7 @@ import keras
 
 from zoo import common
 from zoo.blocks import RESIDUAL_BLOCKS, conv_norm_act
+from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
 PAPER_V1 = "He et al. 2015, Deep Residual Learning for Image Recognition, arXiv:1512.03385"
@@ -46,6 +47,17 @@ IMAGENET_DEPTHS = {
 CIFAR_FILTERS = (16, 32, 64)
 STEMS = ("imagenet", "cifar")
 BN = {"bn_momentum": 0.9, "bn_epsilon": 1.001e-5}
+ARGUMENT_DOCS = {
+    "dropout_rate": "dropout before the classifier, in [0, 1).",
+    "width": "multiplies every stage's filters.",
+    "preact": "the pre-activation (v2) layout of He et al. 2016.",
+    "shortcut": "where a block changes the channel count: 'projection' (a 1x1 convolution, "
+                "option B) or 'zero_pad' (parameter-free, option A).",
+    "use_bias": "None: biases only on convolutions no normalization follows; True/False: on all "
+                "or none.",
+    "zero_init_residual": "start every residual branch at zero (Goyal et al. 2017), so an "
+                          "untrained deep network is well scaled.",
+}
 
 
 def _check_positive_ints(name, argument, values):
@@ -58,9 +70,9 @@ def build_resnet(input_shape, *, stackwise_num_filters, stackwise_num_blocks,
                  stackwise_num_strides, block_type, preact=False, shortcut="projection",
                  stem="imagenet", stem_filters=64, stride_in_last_block=False, use_bias=None,
                  zero_init_residual=True, num_classes=1000, include_top=True, pooling=None,
-                 classifier_activation="softmax", name="resnet", activation="relu",
-                 kernel_initializer="he_normal", normalization="batch", weight_decay=0.0,
-                 dropout_rate=0.0):
+                 classifier_activation="softmax", activation="relu",
+                 leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                 normalization="batch", dropout_rate=0.0, weight_decay=0.0, name="resnet"):
     """The one ResNet builder.
 
     Stage i has `stackwise_num_blocks[i]` blocks of `stackwise_num_filters[i]` filters (a
@@ -93,7 +105,8 @@ def build_resnet(input_shape, *, stackwise_num_filters, stackwise_num_blocks,
     if use_bias not in (None, True, False):
         raise ValueError(f"{name}: use_bias must be None (only where no normalization follows), "
                          f"True or False; got {use_bias!r}.")
-    options = common.layer_options(activation=activation, kernel_initializer=kernel_initializer,
+    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
+                                   kernel_initializer=kernel_initializer,
                                    normalization=normalization, weight_decay=weight_decay, **BN)
 
     inputs = common.model_input(input_shape)
@@ -146,9 +159,15 @@ def _scaled(name, filters, width):
     return [max(1, round(f * width)) for f in filters]
 
 
-def imagenet_resnet(input_shape, *, depth, name="resnet", preact=False, width=1.0, **kwargs):
+def imagenet_resnet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
+                    classifier_activation="softmax", activation="relu",
+                    leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                    normalization="batch", dropout_rate=0.0, weight_decay=0.0, depth=50,
+                    width=1.0, preact=False, shortcut="projection", use_bias=None,
+                    zero_init_residual=True, name="resnet"):
     """An ImageNet ResNet of `depth` in 18, 34, 50, 101, 152 (table 1 of the 2015 paper);
-    `width` multiplies every stage's filters; `preact=True` gives the v2 layout."""
+    `width` multiplies every stage's filters; `preact=True` gives the v2 layout. The other
+    arguments are `build_resnet`'s."""
     if depth not in IMAGENET_DEPTHS:
         raise ValueError(f"{name}: ImageNet ResNet depth must be one of "
                          f"{sorted(IMAGENET_DEPTHS)}, got {depth!r}.")
@@ -164,14 +183,31 @@ def imagenet_resnet(input_shape, *, depth, name="resnet", preact=False, width=1.
         block_type=block_type,
         preact=preact,
         stem="imagenet",
+        shortcut=shortcut,
+        use_bias=use_bias,
+        zero_init_residual=zero_init_residual,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        dropout_rate=dropout_rate,
+        weight_decay=weight_decay,
         name=name,
-        **kwargs,
     )
 
 
-def cifar_resnet(input_shape, *, depth, name="resnet", width=1.0, shortcut="zero_pad", **kwargs):
+def cifar_resnet(input_shape, *, num_classes=10, include_top=True, pooling=None,
+                 classifier_activation="softmax", activation="relu",
+                 leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
+                 normalization="batch", dropout_rate=0.0, weight_decay=0.0, depth=20, width=1.0,
+                 shortcut="zero_pad", use_bias=None, zero_init_residual=True, name="resnet"):
     """A CIFAR ResNet (section 4.2 of the 2015 paper): depth = 6n + 2, n basic blocks in each
-    of three stages of 16, 32, 64 filters (times `width`)."""
+    of three stages of 16, 32, 64 filters (times `width`). The other arguments are
+    `build_resnet`'s."""
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"{name}: CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, "
                          f"32, ...), got {depth!r}.")
@@ -185,93 +221,65 @@ def cifar_resnet(input_shape, *, depth, name="resnet", width=1.0, shortcut="zero
         shortcut=shortcut,
         stem="cifar",
         stem_filters=stage_filters[0],
+        use_bias=use_bias,
+        zero_init_residual=zero_init_residual,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        dropout_rate=dropout_rate,
+        weight_decay=weight_decay,
         name=name,
-        **kwargs,
     )
 
 
-def _imagenet(**kwargs):
+def _imagenet(name, depth, summary, *, preact=False, use_bias=None, **registration):
     # Total stride 32: the smallest input that reaches a 1x1 map without a degenerate stride.
-    return register_model(default_input_shape=(224, 224, 3), min_input_size=32, **kwargs)
+    return register_model(
+        name, imagenet_resnet, defaults={"depth": depth, "preact": preact, "use_bias": use_bias},
+        summary=summary, paper=PAPER_V2 if preact else PAPER_V1, default_input_shape=(224, 224, 3),
+        min_input_size=32, **registration,
+        argument_docs={**ARGUMENT_DOCS, "depth": "18, 34, 50, 101 or 152 (table 1 of the 2015 "
+                                                 "paper)."},
+    )
 
 
-def _cifar(**kwargs):
+def _cifar(name, depth):
     # Total stride 4: the same rule as the ImageNet models' 32.
-    return register_model(default_input_shape=(32, 32, 3), min_input_size=4, paper=PAPER_V1,
-                          **kwargs)
+    return register_model(
+        name, cifar_resnet, defaults={"depth": depth},
+        summary=f"ResNet-{depth} for CIFAR (section 4.2 of the 2015 paper): 16-32-64 filters, "
+                "zero-padding shortcuts, 10 classes at 32x32.",
+        paper=PAPER_V1, default_input_shape=(32, 32, 3), min_input_size=4,
+        argument_docs={**ARGUMENT_DOCS, "depth": "6n + 2 layers: n basic blocks per stage (8, "
+                                                 "14, 20, 32, ...)."},
+    )
 
 
-@_imagenet(paper=PAPER_V1)
-def resnet18(input_shape, **kwargs):
-    return imagenet_resnet(input_shape, **{"name": "resnet18", "depth": 18, **kwargs})
+_TORCHVISION = "as in torchvision: no convolution biases, projection shortcuts"
+_KERAS_V1 = "layer for layer keras.applications.ResNet{}: biased convolutions, strided first 1x1"
+_KERAS_V2 = "layer for layer keras.applications.ResNet{}V2: pre-activation bottlenecks"
 
-
-@_imagenet(paper=PAPER_V1)
-def resnet34(input_shape, **kwargs):
-    return imagenet_resnet(input_shape, **{"name": "resnet34", "depth": 34, **kwargs})
-
-
-@_imagenet(paper=PAPER_V1, keras_application=keras.applications.ResNet50)
-def resnet50(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet50", "depth": 50, "use_bias": True, **kwargs})
-
-
-@_imagenet(paper=PAPER_V1, keras_application=keras.applications.ResNet101)
-def resnet101(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet101", "depth": 101, "use_bias": True, **kwargs})
-
-
-@_imagenet(paper=PAPER_V1, keras_application=keras.applications.ResNet152)
-def resnet152(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet152", "depth": 152, "use_bias": True, **kwargs})
-
-
-@_imagenet(paper=PAPER_V2, keras_application=keras.applications.ResNet50V2)
-def resnet50_v2(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet50_v2", "depth": 50, "preact": True, **kwargs})
-
-
-@_imagenet(paper=PAPER_V2, keras_application=keras.applications.ResNet101V2)
-def resnet101_v2(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet101_v2", "depth": 101, "preact": True, **kwargs})
-
-
-@_imagenet(paper=PAPER_V2, keras_application=keras.applications.ResNet152V2)
-def resnet152_v2(input_shape, **kwargs):
-    return imagenet_resnet(input_shape,
-                           **{"name": "resnet152_v2", "depth": 152, "preact": True, **kwargs})
-
-
-@_cifar()
-def resnet20(input_shape, **kwargs):
-    return cifar_resnet(input_shape, **{"name": "resnet20", "depth": 20, "num_classes": 10,
-                                        **kwargs})
-
-
-@_cifar()
-def resnet32(input_shape, **kwargs):
-    return cifar_resnet(input_shape, **{"name": "resnet32", "depth": 32, "num_classes": 10,
-                                        **kwargs})
-
-
-@_cifar()
-def resnet44(input_shape, **kwargs):
-    return cifar_resnet(input_shape, **{"name": "resnet44", "depth": 44, "num_classes": 10,
-                                        **kwargs})
-
-
-@_cifar()
-def resnet56(input_shape, **kwargs):
-    return cifar_resnet(input_shape, **{"name": "resnet56", "depth": 56, "num_classes": 10,
-                                        **kwargs})
-
-
-@_cifar()
-def resnet110(input_shape, **kwargs):
-    return cifar_resnet(input_shape, **{"name": "resnet110", "depth": 110, "num_classes": 10,
-                                        **kwargs})
+resnet18 = _imagenet("resnet18", 18, f"ResNet-18, {_TORCHVISION}.")
+resnet34 = _imagenet("resnet34", 34, f"ResNet-34, {_TORCHVISION}.")
+resnet50 = _imagenet("resnet50", 50, f"ResNet-50, {_KERAS_V1.format(50)}.", use_bias=True,
+                     keras_application=keras.applications.ResNet50)
+resnet101 = _imagenet("resnet101", 101, f"ResNet-101, {_KERAS_V1.format(101)}.", use_bias=True,
+                      keras_application=keras.applications.ResNet101)
+resnet152 = _imagenet("resnet152", 152, f"ResNet-152, {_KERAS_V1.format(152)}.", use_bias=True,
+                      keras_application=keras.applications.ResNet152)
+resnet50_v2 = _imagenet("resnet50_v2", 50, f"ResNet-50 v2, {_KERAS_V2.format(50)}.", preact=True,
+                        keras_application=keras.applications.ResNet50V2)
+resnet101_v2 = _imagenet("resnet101_v2", 101, f"ResNet-101 v2, {_KERAS_V2.format(101)}.",
+                         preact=True, keras_application=keras.applications.ResNet101V2)
+resnet152_v2 = _imagenet("resnet152_v2", 152, f"ResNet-152 v2, {_KERAS_V2.format(152)}.",
+                         preact=True, keras_application=keras.applications.ResNet152V2)
+resnet20 = _cifar("resnet20", 20)
+resnet32 = _cifar("resnet32", 32)
+resnet44 = _cifar("resnet44", 44)
+resnet56 = _cifar("resnet56", 56)
+resnet110 = _cifar("resnet110", 110)
