@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.families.googlenet import inception_module
-from zoo.layers import LocalResponseNormalization
 from zoo.describe import trainable_param_count
+from zoo.families.googlenet import inception_module
 from zoo.flops import layer_flops
+from zoo.layers import LocalResponseNormalization
 from zoo.options import LayerOptions
 
 SMALL = dict(input_shape=(65, 65, 3), num_classes=4)

@@ -6,8 +6,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 import zoo
-from zoo.layers import LECUN_C3_CONNECTIONS, PartialConnectionConv2D, TrainableSubsampling
 from zoo.flops import count_flops
+from zoo.layers import LECUN_C3_CONNECTIONS, PartialConnectionConv2D, TrainableSubsampling
 
 
 def layer_params(model):

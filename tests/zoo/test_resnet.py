@@ -7,8 +7,8 @@ import pytest
 import zoo
 from zoo.blocks import ParameterFreeShortcut, basic_block, bottleneck_block
 from zoo.describe import trainable_param_count
-from zoo.options import LayerOptions
 from zoo.families.resnet import build_resnet
+from zoo.options import LayerOptions
 from zoo.weights import copy_weights
 
 OPTIONS = LayerOptions()
