@@ -12,7 +12,7 @@ import fnmatch
 import inspect
 import os
 import textwrap
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from zoo.common import ARGUMENT_DOCS
 
@@ -27,7 +27,7 @@ class ModelInfo:
     min_input_size: int
     paper: str
     # A keras.applications constructor with the same architecture, for weights="imagenet".
-    keras_application: Optional[Callable] = None
+    keras_application: Callable | None = None
 
 
 def register_model(name, family_builder, *, summary, paper, default_input_shape, min_input_size,
@@ -95,8 +95,8 @@ def register_model(name, family_builder, *, summary, paper, default_input_shape,
 
 
 def _builder_signature(name, family_builder, fixed, defaults):
-    """`(input_shape=None, *, <the family's keywords but fixed, with defaults>, weights=None)`,
-    `weights` placed after `classifier_activation` as in keras.applications."""
+    """`(input_shape=None, *, <the family's keywords except the fixed ones, with the new
+    defaults>)`, and `weights=None` after `classifier_activation` as in keras.applications."""
     family = inspect.signature(family_builder).parameters
     for argument in (*fixed, *defaults):
         if argument not in family or argument == "input_shape":
