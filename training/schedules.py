@@ -9,10 +9,11 @@ every decay (and the end point of cosine and one-cycle).
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from training import checks
 
 SCHEDULES = (
     "constant",
@@ -174,11 +175,6 @@ class OneCycle(EpochSchedule):
         return {**super().get_config(), "cycle_epochs": self.cycle_epochs}
 
 
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
 def build_learning_rate(
     name,
     *,
@@ -197,23 +193,12 @@ def build_learning_rate(
     "plateau" returns the float `base_lr`: the ReduceLROnPlateau callback (training.callbacks,
     `plateau=...`) lowers it, and Keras refuses that callback on an optimizer holding a schedule.
     """
-    _require(name in SCHEDULES, f"Unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}.")
-    _require(base_lr > 0, f"base_lr must be > 0; received {base_lr}.")
-    _require(isinstance(epochs, numbers.Integral) and epochs >= 1,
-             f"epochs must be an integer >= 1; received {epochs!r}.")
-    _require(isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1,
-             f"steps_per_epoch must be an integer >= 1; received {steps_per_epoch!r}.")
-    _require(0 <= warmup_epochs < epochs,
-             f"warmup_epochs must be >= 0 and < epochs ({epochs}); received {warmup_epochs}.")
-    _require(0 <= min_lr < base_lr,
-             f"min_lr must be >= 0 and < base_lr ({base_lr}); received {min_lr}.")
+    checks.in_range("steps_per_epoch", steps_per_epoch, 1, integer=True)
+    check_arguments(name, base_lr=base_lr, epochs=epochs, warmup_epochs=warmup_epochs,
+                    step_epochs=step_epochs, step_factor=step_factor, decay_rate=decay_rate,
+                    tau_epochs=tau_epochs, min_lr=min_lr)
 
     if name == "plateau":
-        _require(not warmup_epochs,
-                 "The plateau schedule changes a constant learning rate from a callback, and "
-                 "Keras refuses that callback when a warmup schedule drives the optimizer; "
-                 f"received warmup_epochs={warmup_epochs}. Use warmup_epochs=0 with plateau, "
-                 "or a schedule with a warmup (e.g. cosine).")
         return float(base_lr)
     if name == "constant":
         if not warmup_epochs:
@@ -224,17 +209,44 @@ def build_learning_rate(
               "warmup_epochs": warmup_epochs, "min_lr": min_lr}
     decay_epochs = epochs - warmup_epochs
     if name == "step":
-        _require(isinstance(step_epochs, numbers.Integral) and step_epochs >= 1,
-                 f"step_epochs must be an integer >= 1; received {step_epochs!r}.")
-        _require(0 < step_factor < 1, f"step_factor must be in (0, 1); received {step_factor}.")
         return StepDecay(step_epochs=step_epochs, step_factor=step_factor, **common)
     if name == "exponential":
-        _require(0 < decay_rate < 1, f"decay_rate must be in (0, 1); received {decay_rate}.")
         return ExponentialDecay(decay_rate=decay_rate, **common)
     if name in ("inverse_time", "inverse_sqrt"):
-        _require(tau_epochs > 0, f"tau_epochs must be > 0; received {tau_epochs}.")
         schedule_class = InverseTimeDecay if name == "inverse_time" else InverseSqrtDecay
         return schedule_class(tau_epochs=tau_epochs, **common)
     if name == "cosine":
         return CosineDecay(decay_epochs=decay_epochs, **common)
     return OneCycle(cycle_epochs=decay_epochs, **common)
+
+
+def check_arguments(name, *, base_lr, epochs, warmup_epochs, step_epochs, step_factor,
+                    decay_rate, tau_epochs, min_lr, section=""):
+    """The rules of build_learning_rate's arguments, all of them whichever schedule is chosen;
+    `section` ("schedule.") names them as the config does, where base_lr is optimizer.lr."""
+    checks.one_of("schedule", name, SCHEDULES)
+    base_lr_name = "optimizer.lr" if section else "base_lr"
+    checks.in_range(base_lr_name, base_lr, 0, low_open=True)
+    checks.in_range("epochs", epochs, 1, integer=True)
+    checks.in_range(f"{section}warmup_epochs", warmup_epochs, 0, epochs)
+    checks.in_range(f"{section}min_lr", min_lr, 0, base_lr)
+    checks.in_range(f"{section}step_epochs", step_epochs, 1, integer=True)
+    checks.in_range(f"{section}step_factor", step_factor, 0, 1, low_open=True)
+    checks.in_range(f"{section}decay_rate", decay_rate, 0, 1, low_open=True)
+    checks.in_range(f"{section}tau_epochs", tau_epochs, 0, low_open=True)
+    checks.require(
+        name != "plateau" or not warmup_epochs,
+        "The plateau schedule changes a constant learning rate from a callback, and Keras "
+        "refuses that callback when a warmup schedule drives the optimizer; got "
+        f"{section}warmup_epochs {warmup_epochs}. Use warmup_epochs 0 with plateau, or a "
+        "schedule with a warmup (e.g. cosine).",
+    )
+
+
+def check_config(config):
+    schedule = config.schedule
+    check_arguments(schedule.name, base_lr=config.optimizer.lr, epochs=config.epochs,
+                    warmup_epochs=schedule.warmup_epochs, step_epochs=schedule.step_epochs,
+                    step_factor=schedule.step_factor, decay_rate=schedule.decay_rate,
+                    tau_epochs=schedule.tau_epochs, min_lr=schedule.min_lr,
+                    section="schedule.")
