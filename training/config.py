@@ -314,7 +314,8 @@ class Choices:
 def add_field_arguments(parser, cls, *, paths=None, prefix="", groups=None):
     """One flag per value of `cls` (or only those in `paths`), with its default in the help,
     grouped by section (titles in `groups`) or by the field's own `group`. Flags that are not
-    given leave no value (see flag_values), so files and defaults below them show through."""
+    given leave no value (see flag_values), so files and defaults below them show through.
+    Returns the argument groups by title, for a caller's own flags."""
     defaults = cls()
     argument_groups = {}
     for path, field in leaf_fields(cls):
@@ -322,7 +323,7 @@ def add_field_arguments(parser, cls, *, paths=None, prefix="", groups=None):
         if not flag or (paths is not None and path not in paths):
             continue
         section = path.rpartition(".")[0]
-        title = (groups or {}).get(section) or field.metadata.get("group") or "options"
+        title = field.metadata.get("group") or (groups or {}).get(section) or "options"
         if title not in argument_groups:
             argument_groups[title] = parser.add_argument_group(title)
         default = defaults
@@ -344,6 +345,7 @@ def add_field_arguments(parser, cls, *, paths=None, prefix="", groups=None):
         elif base in (int, float):
             kwargs["type"] = base
         argument_groups[title].add_argument(flag, **kwargs)
+    return argument_groups
 
 
 def flag_values(args: argparse.Namespace, cls, prefix="") -> dict:
