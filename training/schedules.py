@@ -6,6 +6,11 @@ or a registered, serializable `LearningRateSchedule`, so a saved model.keras rel
 optimizer. Every schedule starts at `base_lr`; a linear warmup of `warmup_epochs` can precede any
 of them, and the schedule's own clock starts when the warmup ends. `min_lr` is the floor of
 every decay (and the end point of cosine and one-cycle).
+
+Cosine is Keras' CosineDecay, which computes the same values (tests/training/test_schedules.py).
+Step and exponential stay ours although Keras' ExponentialDecay (staircase or not) gives the same
+values without a floor or a warmup: it has neither, and wrapping it in both would take more code
+than the one-line formula. Keras' InverseTimeDecay is 1 / (1 + rate * t), not our tau / max(t, tau).
 """
 
 import math
@@ -57,9 +62,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         t = ops.maximum(step - warmup_steps, 0.0) / self.steps_per_epoch
         lr = self._floored(t)
         if warmup_steps:
-            # Ramp to the schedule's first value; (step + 1) so that the first step is not wasted
-            # at lr 0 and the last warmup step already uses the full value.
-            ramp = self._floored(ops.zeros_like(t)) * (step + 1.0) / warmup_steps
+            # Ramp to the schedule's first value, reached at the first step after the warmup;
+            # (step + 1) so that the first step is not wasted at lr 0. The same ramp as Keras'
+            # CosineDecay from initial_learning_rate = target / (warmup_steps + 1).
+            ramp = self._floored(ops.zeros_like(t)) * (step + 1.0) / (warmup_steps + 1.0)
             lr = ops.where(step < warmup_steps, ramp, lr)
         return lr
 
@@ -138,23 +144,6 @@ class InverseSqrtDecay(InverseTimeDecay):
 
 
 @keras.saving.register_keras_serializable(package="training")
-class CosineDecay(EpochSchedule):
-    """Half a cosine from base_lr to min_lr over decay_epochs, then min_lr."""
-
-    def __init__(self, base_lr, steps_per_epoch, decay_epochs, **kwargs):
-        super().__init__(base_lr, steps_per_epoch, **kwargs)
-        self.decay_epochs = float(decay_epochs)
-
-    def decay(self, t):
-        progress = ops.minimum(t / self.decay_epochs, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return self.min_lr + (self.base_lr - self.min_lr) * cosine
-
-    def get_config(self):
-        return {**super().get_config(), "decay_epochs": self.decay_epochs}
-
-
-@keras.saving.register_keras_serializable(package="training")
 class OneCycle(EpochSchedule):
     """Cosine rise from base_lr / 25 to base_lr over 30% of cycle_epochs, cosine fall to min_lr."""
 
@@ -216,7 +205,15 @@ def build_learning_rate(
         schedule_class = InverseTimeDecay if name == "inverse_time" else InverseSqrtDecay
         return schedule_class(tau_epochs=tau_epochs, **common)
     if name == "cosine":
-        return CosineDecay(decay_epochs=decay_epochs, **common)
+        # Keras' own, with the warmup of every schedule here (EpochSchedule's ramp).
+        warmup_steps = round(warmup_epochs * steps_per_epoch)
+        return keras.optimizers.schedules.CosineDecay(
+            base_lr / (warmup_steps + 1) if warmup_steps else base_lr,
+            decay_steps=decay_epochs * steps_per_epoch,
+            alpha=min_lr / base_lr,
+            warmup_target=base_lr if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
     return OneCycle(cycle_epochs=decay_epochs, **common)
 
 
