@@ -137,7 +137,7 @@ class InverseTimeDecay(EpochSchedule):
 
 @keras.saving.register_keras_serializable(package="training")
 class InverseSqrtDecay(InverseTimeDecay):
-    """base_lr * sqrt(tau / max(t, tau)): constant for tau epochs, then proportional to 1/sqrt(t)."""
+    """base_lr * sqrt(tau / max(t, tau)): constant for tau epochs, then falls as 1/sqrt(t)."""
 
     def decay(self, t):
         return self.base_lr * ops.sqrt(self.tau_epochs / ops.maximum(t, self.tau_epochs))

@@ -57,7 +57,8 @@ def apply_values(config: TrainConfig, values: dict) -> TrainConfig:
     overrides: dict = {}
     for path, value in values.items():
         # KerasTuner hands out numpy scalars on some paths; the config wants Python values.
-        deep_update(overrides, nested(path, value.item() if isinstance(value, np.generic) else value))
+        value = value.item() if isinstance(value, np.generic) else value
+        deep_update(overrides, nested(path, value))
     return config.replace(overrides)
 
 

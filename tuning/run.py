@@ -1,7 +1,8 @@
 """`python -m tuning.run`: a KerasTuner search over training configs.
 
-    python -m tuning.run --model stagewise_cnn --dataset digits --tuner random --max-trials 20 --epochs 10
-    python -m tuning.run --model resnet20 --dataset mnist --manual-dir DIR --tuner hyperband --max-epochs 27
+    python -m tuning.run --model stagewise_cnn --dataset digits --max-trials 20 --epochs 10
+    python -m tuning.run --model resnet20 --dataset mnist --manual-dir DIR --tuner hyperband \
+        --max-epochs 27 --hyperband-factor 3
     python -m tuning.run --config sweep.yaml          # fixed config, search: and space: in one file
     python -m tuning.run --config sweep.yaml --chief 10.0.0.1:8000 --worker-id tuner0   # one worker
 

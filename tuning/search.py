@@ -17,7 +17,6 @@ import os
 import pathlib
 import re
 import shutil
-from typing import Optional
 
 import yaml
 
@@ -48,7 +47,7 @@ class SearchSettings:
                                       "trials and raises their epochs")
     objective: str = option("val_accuracy", "what to optimize (the test split is never looked "
                                             "at)", choices="tuning.hypermodel.OBJECTIVES")
-    name: Optional[str] = option(None, "search name (default <model>-<dataset>-<tuner>)",
+    name: str | None = option(None, "search name (default <model>-<dataset>-<tuner>)",
                                  group="output")
     output_dir: str = option("saved_models/tuning", "where searches land", metavar="DIR",
                              group="output")
@@ -56,9 +55,9 @@ class SearchSettings:
                              group="output")
     retrain_best: bool = option(False, "retrain the best config on train+validation and "
                                        "export it", group="output")
-    chief: Optional[str] = option(None, "address of the chief, which serves the oracle",
+    chief: str | None = option(None, "address of the chief, which serves the oracle",
                                   metavar="HOST:PORT", group="distributed search")
-    worker_id: Optional[str] = option(None, "chief on the chief; tuner0, tuner1, ... on the "
+    worker_id: str | None = option(None, "chief on the chief; tuner0, tuner1, ... on the "
                                             "workers", metavar="ID", group="distributed search")
 
     def check(self):
@@ -117,7 +116,8 @@ def load_sweep(path) -> tuple:
 def _search_name(config: TrainConfig, settings: SearchSettings):
     from training.trainer import dataset_label
 
-    name = settings.name or f"{config.model.name}-{dataset_label(config.data.dataset)}-{settings.tuner}"
+    default = f"{config.model.name}-{dataset_label(config.data.dataset)}-{settings.tuner}"
+    name = settings.name or default
     return rundir.sanitize_run_name(name)
 
 
@@ -205,7 +205,8 @@ def _tuner_classes():
 
     return {
         "random": type("RandomSearch", (TrialRunner, keras_tuner.RandomSearch), {}),
-        "bayesian": type("BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization), {}),
+        "bayesian": type("BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization),
+                         {}),
         "hyperband": type("Hyperband", (TrialRunner, keras_tuner.Hyperband), {}),
         "grid": type("GridSearch", (TrialRunner, keras_tuner.GridSearch), {}),
     }
@@ -288,7 +289,8 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     return SearchResult(search_dir=search_dir, rows=rows, best_config=best, retrain=retrain)
 
 
-def best_config(config: TrainConfig, hyperparameters: dict, search_name, *, image_size) -> TrainConfig:
+def best_config(config: TrainConfig, hyperparameters: dict, search_name, *,
+                image_size) -> TrainConfig:
     """The full training run with the best trial's values: `python -m training.run --config`
     takes it as it is."""
     from tuning.hypermodel import apply_values
