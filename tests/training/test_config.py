@@ -211,3 +211,20 @@ def test_the_late_step_factor_failure_now_leaves_nothing_and_the_fix_runs(tmp_pa
     saved = yaml.safe_load((tmp_path / "x" / "config.yaml").read_text())
     assert saved["schedule"]["step_factor"] == 0.5
     assert (tmp_path / "x" / ".finished").is_file()
+
+
+def test_the_help_lists_the_valid_names_from_the_owning_registries():
+    from training import augment, hardware, optimizers, schedules
+    from training.config import leaf_fields
+    from zoo import options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = parser.format_help()
+    registries = {field.metadata["choices"] for _, field in leaf_fields(TrainConfig)
+                  if field.metadata.get("choices")}
+    assert len(registries) == 8
+    for names in (optimizers.OPTIMIZERS, schedules.SCHEDULES, tuple(augment.PRESETS),
+                  hardware.PRECISIONS, hardware.STRATEGIES, options.NORMALIZATIONS):
+        assert "{" + ",".join(names) + "}" in text
+    assert "--scale-lr {linear}" in text
