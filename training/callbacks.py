@@ -317,7 +317,7 @@ def check_stops(early_stopping_patience, max_train_accuracy_drop, *,
     if early_stopping_patience is not None:
         checks.in_range(names[0], early_stopping_patience, 0, integer=True)
     if max_train_accuracy_drop is not None:
-        checks.in_range(names[1], max_train_accuracy_drop, 0, 1, low_open=True, high_open=True)
+        checks.in_range(names[1], max_train_accuracy_drop, 0, 1, low_open=True)
 
 
 def build_callbacks(
