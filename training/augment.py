@@ -8,6 +8,8 @@ import inspect
 
 import keras
 
+from training import checks
+
 VALUE_RANGE = (0, 255)
 # Geometric ops fill uncovered pixels with black, as padding-and-cropping does.
 FILL = {"fill_mode": "constant", "fill_value": 0.0}
@@ -110,10 +112,7 @@ def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes,
     """
     channels = int(image_shape[-1])
     if ops is None:
-        if preset not in PRESETS:
-            raise ValueError(
-                f"unknown augmentation preset {preset!r}; valid presets: {', '.join(PRESETS)}"
-            )
+        checks.one_of("augmentation preset", preset, PRESETS)
         specs = [(name, {}) for name in PRESETS[preset]
                  if (name != "flip" or flip_safe) and (name not in COLOR_OPS or channels == 3)]
     else:
@@ -141,30 +140,34 @@ def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes,
 
 
 def _parse_op(op):
+    """(name, params) of an op given as a name or a one-key mapping; refuses unknown names and
+    parameters."""
     if isinstance(op, str):
         name, params = op, {}
-    elif isinstance(op, dict) and len(op) == 1:
+    else:
+        checks.require(
+            isinstance(op, dict) and len(op) == 1,
+            f"an augmentation op is a name or a one-key mapping {{name: {{param: value}}}}, "
+            f"received {op!r}",
+        )
         ((name, params),) = op.items()
         params = dict(params or {})
-    else:
-        raise ValueError(
-            f"an augmentation op is a name or a one-key mapping {{name: {{param: value}}}}, "
-            f"received {op!r}"
-        )
-    if name not in OPS:
-        raise ValueError(f"unknown augmentation op {name!r}; valid ops: {', '.join(OPS)}")
+    checks.one_of("augmentation op", name, OPS)
+    allowed = list(inspect.signature(OPS[name]).parameters)[2:]
+    unknown = sorted(set(params) - set(allowed))
+    checks.require(not unknown, f"unknown parameters {unknown} for augmentation op {name!r}; "
+                                f"valid parameters: {allowed or 'none'}")
     return name, params
 
 
 def _make_op(name, params, image_shape, index, seed):
     builder = OPS[name]
-    allowed = list(inspect.signature(builder).parameters)[2:]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"unknown parameters {unknown} for augmentation op {name!r}; "
-            f"valid parameters: {allowed or 'none'}"
-        )
     # float32 whatever the global dtype policy: mixed precision is for the model, not the data.
     layer_kwargs = {"seed": seed, "name": f"augment_{index}_{name}", "dtype": "float32"}
     return builder(image_shape, layer_kwargs, **params)
+
+
+def check_config(config):
+    checks.one_of("augmentation preset", config.augment.preset, PRESETS)
+    for op in config.augment.ops:
+        _parse_op(op)

@@ -21,7 +21,14 @@ import sys
 import keras
 import numpy as np
 
-from training.rundir import write_bytes_atomic, write_json_atomic, write_text_atomic
+from training import checks
+from training.rundir import (
+    BACKUP_DIR,
+    HISTORY_CSV,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 PLATEAU_DEFAULTS = {"factor": 0.1, "patience": 5, "min_lr": 0.0}
 
@@ -296,20 +303,21 @@ class HistoryCSV(keras.callbacks.Callback):
             return list(csv.DictReader(f))
 
 
-def _check_plateau(plateau):
-    unknown = set(plateau) - set(PLATEAU_DEFAULTS)
-    if unknown:
-        raise ValueError(f"Unknown plateau keys {sorted(unknown)}; allowed: "
-                         f"{', '.join(PLATEAU_DEFAULTS)}.")
-    settings = {**PLATEAU_DEFAULTS, **plateau}
-    if not 0 < settings["factor"] < 1:
-        raise ValueError(f"plateau factor must be in (0, 1); received {settings['factor']}.")
-    if not (isinstance(settings["patience"], int) and settings["patience"] >= 1):
-        raise ValueError(f"plateau patience must be an integer >= 1; received "
-                         f"{settings['patience']!r}.")
-    if settings["min_lr"] < 0:
-        raise ValueError(f"plateau min_lr must be >= 0; received {settings['min_lr']}.")
-    return settings
+def check_plateau(factor, patience, min_lr, *, names=("plateau factor", "plateau patience",
+                                                      "plateau min_lr")):
+    """The rules of the reduce-on-plateau settings; `names` as the caller knows them."""
+    checks.in_range(names[0], factor, 0, 1, low_open=True)
+    checks.in_range(names[1], patience, 1, integer=True)
+    checks.in_range(names[2], min_lr, 0)
+
+
+def check_stops(early_stopping_patience, max_train_accuracy_drop, *,
+                names=("early_stopping_patience", "max_train_accuracy_drop")):
+    """The rules of the early-stopping settings (patience 0 or None: off)."""
+    if early_stopping_patience is not None:
+        checks.in_range(names[0], early_stopping_patience, 0, integer=True)
+    if max_train_accuracy_drop is not None:
+        checks.in_range(names[1], max_train_accuracy_drop, 0, 1, low_open=True)
 
 
 def build_callbacks(
@@ -336,14 +344,7 @@ def build_callbacks(
     early stopping still stops, but does not restore an earlier epoch's raw weights over them. `backup` needs a built model. Training
     accuracy is logs["accuracy"]. A diverging fit raises TrainingDiverged (StopOnDivergence).
     """
-    if early_stopping_patience is not None and not (
-        isinstance(early_stopping_patience, int) and early_stopping_patience >= 0
-    ):
-        raise ValueError("early_stopping_patience must be an integer >= 0 (0 or None disables "
-                         f"early stopping); received {early_stopping_patience!r}.")
-    if max_train_accuracy_drop is not None and not 0 < max_train_accuracy_drop < 1:
-        raise ValueError("max_train_accuracy_drop must be in (0, 1) or None; received "
-                         f"{max_train_accuracy_drop}.")
+    check_stops(early_stopping_patience, max_train_accuracy_drop)
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_dir = run_dir / "callback_state"
@@ -352,7 +353,10 @@ def build_callbacks(
     if ema:
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if plateau is not None:
-        settings = _check_plateau(plateau)
+        for key in plateau:
+            checks.one_of("plateau key", key, PLATEAU_DEFAULTS)
+        settings = {**PLATEAU_DEFAULTS, **plateau}
+        check_plateau(**settings)
         callbacks.append(ResumablePlateau(monitor=monitor, verbose=1, state_dir=state_dir,
                                           **settings))
     # Before every callback that records the logs (the CSV, TensorBoard, fit's History).
@@ -370,12 +374,21 @@ def build_callbacks(
         callbacks.append(ResumableCheckpoint(str(run_dir / "best.keras"), monitor=monitor,
                                              save_best_only=True, state_dir=state_dir))
     if csv:
-        callbacks.append(HistoryCSV(run_dir / "history.csv"))
+        callbacks.append(HistoryCSV(run_dir / HISTORY_CSV))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     if backup:
         # Last: every state above is written before the backup of the same epoch. Two copies:
         # a process killed while writing one still leaves the other to resume from.
-        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup"),
+        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR),
                                                           double_checkpoint=True))
     return callbacks
+
+
+def check_config(config):
+    check_stops(config.callbacks.early_stopping_patience, config.callbacks.max_accuracy_drop,
+                names=("callbacks.early_stopping_patience", "callbacks.max_accuracy_drop"))
+    schedule = config.schedule
+    check_plateau(schedule.plateau_factor, schedule.plateau_patience, schedule.min_lr,
+                  names=("schedule.plateau_factor", "schedule.plateau_patience",
+                         "schedule.min_lr"))

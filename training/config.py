@@ -8,15 +8,21 @@ as `config.yaml` and can be fed back with `--config` to repeat it.
 import argparse
 import dataclasses
 import difflib
+import importlib
+import types
 import typing
 from typing import Optional
 
 import yaml
 
 
-def option(default, help, flag=None, choices=None, metavar=None):
-    """A config field with its command-line help; `flag` overrides the derived `--field-name`."""
-    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
+def option(default, help, flag=None, choices=None, metavar=None, group=None):
+    """A config field with its command-line help; `flag` overrides the derived `--field-name`
+    ("" for none). `choices` names the registry of valid values ("training.hardware.PRECISIONS"),
+    which the help lists and the owning module's check_config enforces; `group` titles the help
+    group of a field outside a section."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar,
+                "group": group}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -40,7 +46,7 @@ class DataConfig:
     image_size: Optional[int] = option(
         None, "side of the square model input; default: the model's default input size", metavar="PX"
     )
-    fit: str = option("resize", "how images are fitted to the input size", choices=("resize", "pad"))
+    fit: str = option("resize", "how images are fitted to the input size", choices="training.data.FIT_METHODS")
     batch_size: int = option(32, "batch size per replica")
     cache: bool = option(True, "cache decoded images in memory")
 
@@ -49,7 +55,7 @@ class DataConfig:
 class ModelConfig:
     name: str = option("lenet5", "zoo model name (python -m zoo lists them)", flag="--model")
     activation: Optional[str] = option(None, "activation instead of the model's own (relu, gelu, swish, ...)")
-    normalization: Optional[str] = option(None, "normalization instead of the model's own", choices=("batch", "layer", "group", "instance", "none"))
+    normalization: Optional[str] = option(None, "normalization instead of the model's own", choices="zoo.options.NORMALIZATIONS")
     kernel_initializer: Optional[str] = option(None, "kernel initializer instead of the model's own (he_normal, glorot_uniform, ...)")
     dropout: Optional[float] = option(None, "dropout rate instead of the model's own")
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
@@ -59,7 +65,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class OptimizerConfig:
-    name: str = option("adam", "optimizer", flag="--optimizer")
+    name: str = option("adam", "optimizer", flag="--optimizer", choices="training.optimizers.OPTIMIZERS")
     lr: float = option(2e-3, "base learning rate (per the global batch)")
     momentum: float = option(0.9, "momentum (sgd, rmsprop)")
     nesterov: bool = option(False, "Nesterov momentum (sgd)")
@@ -69,12 +75,12 @@ class OptimizerConfig:
     global_clip_norm: Optional[float] = option(None, "clip all gradients to this global L2 norm")
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (0: off)")
     ema: bool = option(False, "keep an exponential moving average of the weights: validation and the exported model use it")
-    scale_lr: Optional[str] = option(None, "scale the lr with the number of replicas", choices=("linear",))
+    scale_lr: Optional[str] = option(None, "scale the lr with the number of replicas", choices="training.hardware.LR_SCALING_RULES")
 
 
 @dataclasses.dataclass
 class ScheduleConfig:
-    name: str = option("cosine", "learning-rate schedule", flag="--schedule")
+    name: str = option("cosine", "learning-rate schedule", flag="--schedule", choices="training.schedules.SCHEDULES")
     warmup_epochs: float = option(0.0, "linear warmup epochs in front of the schedule")
     step_epochs: int = option(10, "step: epochs between drops")
     step_factor: float = option(0.5, "step: multiply the lr by this at each drop")
@@ -87,7 +93,7 @@ class ScheduleConfig:
 
 @dataclasses.dataclass
 class AugmentConfig:
-    preset: str = option("none", "augmentation preset", flag="--augment", choices=("none", "light", "standard", "strong"))
+    preset: str = option("none", "augmentation preset", flag="--augment", choices="training.augment.PRESETS")
     ops: list = option([], "explicit augmentation ops instead of the preset, comma-separated (e.g. crop,flip,mixup)", flag="--augment-ops")
 
 
@@ -102,8 +108,8 @@ class CallbacksConfig:
 
 @dataclasses.dataclass
 class HardwareConfig:
-    precision: str = option("auto", "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, else float32", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-    strategy: str = option("auto", "auto: mirrored over several local GPUs, else one device; multi_worker reads TF_CONFIG", choices=("auto", "one_device", "mirrored", "multi_worker"))
+    precision: str = option("auto", "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, else float32", choices="training.hardware.PRECISIONS")
+    strategy: str = option("auto", "auto: mirrored over several local GPUs, else one device; multi_worker reads TF_CONFIG", choices="training.hardware.STRATEGIES")
 
 
 @dataclasses.dataclass
@@ -134,19 +140,29 @@ class TrainConfig:
 
     def replace(self, overrides: dict) -> "TrainConfig":
         """A copy with `overrides` (a nested dict, as in YAML) applied and type-checked."""
-        merged = self.to_dict()
-        _merge(merged, overrides, path="")
-        return from_dict(merged)
+        return from_dict(deep_update(self.to_dict(), overrides))
 
     def validate(self):
-        """Raise ValueError for any bad value, before any data is read or a model built."""
-        validate(self)
+        """Raise checks.ConfigError for the first bad value, before any data is read or any file
+        written: each module checks the settings it owns."""
+        from training import (
+            augment,
+            callbacks,
+            data,
+            hardware,
+            optimizers,
+            rundir,
+            schedules,
+            trainer,
+        )
+
+        # epochs is checked with the schedule that spans them.
+        for module in (data, trainer, optimizers, schedules, augment, callbacks, hardware, rundir):
+            module.check_config(self)
         return self
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.type)}
 HELP_GROUPS = {
-    "training": "training",
     "data": "data",
     "model": "model",
     "optimizer": "optimizer",
@@ -159,33 +175,65 @@ HELP_GROUPS = {
 
 
 # ---------------------------------------------------------------------------- dicts and YAML
+# Shared by every typed config here (TrainConfig, the tuner's SearchSettings): nested dicts as
+# in YAML in, type-checked dataclasses out, unknown keys refused with a suggestion.
 
 
-def _merge(target: dict, overrides: dict, path: str):
-    if not isinstance(overrides, dict):
-        raise ValueError(f"config{' ' + path if path else ''}: expected a mapping, got {overrides!r}.")
+def nested(path: str, value) -> dict:
+    """`model.options.filters`, 32 -> {"model": {"options": {"filters": 32}}}."""
+    for part in reversed(path.split(".")):
+        value = {part: value}
+    return value
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    """Merge `overrides` into `base` (both nested dicts), section by section."""
     for key, value in overrides.items():
-        where = f"{path}.{key}" if path else key
-        if key not in target:
-            close = difflib.get_close_matches(str(key), list(target), n=1)
-            hint = f" Did you mean {path + '.' if path else ''}{close[0]}?" if close else ""
-            raise ValueError(
-                f"Unknown config key {where!r}.{hint} Valid keys here: {', '.join(target)}."
-            )
-        if isinstance(target[key], dict) and key != "options" and isinstance(value, dict):
-            _merge(target[key], value, where)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
         else:
-            target[key] = value
+            base[key] = value
+    return base
+
+
+def from_dict(values: dict, cls=TrainConfig, prefix=""):
+    """A `cls` (TrainConfig by default) from nested values; `prefix` names where they came from
+    in messages ("search.")."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {values!r}.")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+            raise ValueError(f"Unknown config key {prefix + str(key)!r}.{hint} Valid keys here: "
+                             f"{', '.join(fields)}.")
+    kwargs = {}
+    for key, value in values.items():
+        field = fields[key]
+        if dataclasses.is_dataclass(field.type):
+            kwargs[key] = from_dict(value, field.type, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, field.type, prefix + key)
+    return cls(**kwargs)
+
+
+def _base_type(annotation):
+    """(type, optional) of a field annotation: Optional[int] -> (int, True)."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in arguments:
+        return next(a for a in arguments if a is not type(None)), True
+    return annotation, False
 
 
 def _coerce(value, annotation, where):
     """Check (and gently convert: int -> float, "a,b" -> list) one value against its field type."""
-    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
+    base, optional = _base_type(annotation)
     if value is None:
         if optional:
             return None
         raise ValueError(f"config {where}: a value is required (got null).")
-    base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if base is list and isinstance(value, str):
@@ -199,23 +247,6 @@ def _coerce(value, annotation, where):
     return value
 
 
-def from_dict(values: dict) -> TrainConfig:
-    config = TrainConfig()
-    _merge(config.to_dict(), values, path="")  # rejects unknown keys with a suggestion
-    for field in dataclasses.fields(TrainConfig):
-        if field.name not in values:
-            continue
-        if field.name in SECTIONS:
-            section = getattr(config, field.name)
-            for sub in dataclasses.fields(section):
-                if sub.name in values[field.name]:
-                    raw = values[field.name][sub.name]
-                    setattr(section, sub.name, _coerce(raw, sub.type, f"{field.name}.{sub.name}"))
-        else:
-            setattr(config, field.name, _coerce(values[field.name], field.type, field.name))
-    return config
-
-
 def load_yaml(path) -> dict:
     try:
         with open(path) as file:
@@ -225,7 +256,8 @@ def load_yaml(path) -> dict:
     except yaml.YAMLError as error:
         raise ValueError(f"Config file {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of sections, got {type(values).__name__}.")
+        raise ValueError(f"Config file {path} must hold a mapping of sections, got "
+                         f"{type(values).__name__}.")
     return values
 
 
@@ -233,36 +265,25 @@ def parse_assignment(text: str) -> dict:
     """`optimizer.lr=0.05` -> {"optimizer": {"lr": 0.05}} (the value is read as YAML)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--set expects section.key=value, got {text!r}.")
-    return _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-
-
-def deep_update(base: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+        raise ValueError(f"expected PATH=VALUE (e.g. optimizer.lr=0.05), got {text!r}.")
+    return nested(key.strip(), yaml.safe_load(raw) if raw.strip() else None)
 
 
 # ---------------------------------------------------------------------------- command line
 
 
+def leaf_fields(cls, prefix=""):
+    """(dotted path, field) of every value of `cls`, sections' fields included."""
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(field.type):
+            yield from leaf_fields(field.type, prefix=f"{prefix}{field.name}.")
+        else:
+            yield prefix + field.name, field
+
+
 def _flag_name(field):
     flag = field.metadata.get("flag")
     return flag if flag is not None else "--" + field.name.replace("_", "-")
-
-
-def _flag_fields():
-    """(section or None, field, flag) for every config field that has a flag."""
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in SECTIONS:
-            for sub in dataclasses.fields(SECTIONS[field.name]):
-                if _flag_name(sub):
-                    yield field.name, sub, _flag_name(sub)
-        else:
-            yield None, field, _flag_name(field)
 
 
 def _bool(text):
@@ -274,41 +295,77 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _field_type(annotation):
-    optional = typing.get_origin(annotation) is typing.Union
-    base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
-    return base
+class Choices:
+    """The valid values of a registry ("training.hardware.PRECISIONS") as a help metavar,
+    looked up only when the help is shown: the registries import TensorFlow."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def names(self):
+        module, _, name = self.registry.rpartition(".")
+        return [str(value) for value in getattr(importlib.import_module(module), name)
+                if value is not None]
+
+    def __str__(self):
+        return "{" + ",".join(self.names()) + "}"
 
 
-def add_arguments(parser: argparse.ArgumentParser, defaults: Optional[TrainConfig] = None):
-    """Add one flag per config field, grouped by section, plus --config and --set."""
-    defaults = defaults or TrainConfig()
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="YAML config file(s); later files override earlier ones, flags override files")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any config key, e.g. --set optimizer.lr=0.05 (repeatable)")
-    groups = {}
-    for section, field, flag in _flag_fields():
-        group_key = section or "training"
-        if group_key not in groups:
-            groups[group_key] = parser.add_argument_group(HELP_GROUPS[group_key])
-        default = getattr(getattr(defaults, section) if section else defaults, field.name)
-        base = _field_type(field.type)
+def add_field_arguments(parser, cls, *, paths=None, prefix="", groups=None):
+    """One flag per value of `cls` (or only those in `paths`), with its default in the help,
+    grouped by section (titles in `groups`) or by the field's own `group`. Flags that are not
+    given leave no value (see flag_values), so files and defaults below them show through.
+    Returns the argument groups by title, for a caller's own flags."""
+    defaults = cls()
+    argument_groups = {}
+    for path, field in leaf_fields(cls):
+        flag = _flag_name(field)
+        if not flag or (paths is not None and path not in paths):
+            continue
+        section = path.rpartition(".")[0]
+        title = field.metadata.get("group") or (groups or {}).get(section) or "options"
+        if title not in argument_groups:
+            argument_groups[title] = parser.add_argument_group(title)
+        default = defaults
+        for part in path.split("."):
+            default = getattr(default, part)
+        base, _ = _base_type(field.type)
+        shown = "-" if default in ([], None, {}) else default
         kwargs = dict(
-            dest=f"{section}.{field.name}" if section else field.name,
+            dest=prefix + path,
             default=argparse.SUPPRESS,
             # argparse %-formats help strings.
-            help=f"{field.metadata['help']} (default: {default if default not in ([], None) else '-'})".replace("%", "%%"),
+            help=f"{field.metadata['help']} (default: {shown})".replace("%", "%%"),
+            metavar=field.metadata.get("metavar") or {int: "N", float: "X"}.get(base, "NAME"),
         )
         if field.metadata.get("choices"):
-            kwargs["choices"] = field.metadata["choices"]
-        else:
-            kwargs["metavar"] = field.metadata.get("metavar") or {int: "N", float: "X"}.get(base, "NAME")
+            kwargs["metavar"] = Choices(field.metadata["choices"])
         if base is bool:
             kwargs.update(nargs="?", const=True, type=_bool, metavar="BOOL")
         elif base in (int, float):
             kwargs["type"] = base
-        groups[group_key].add_argument(flag, **kwargs)
+        argument_groups[title].add_argument(flag, **kwargs)
+    return argument_groups
+
+
+def flag_values(args: argparse.Namespace, cls, prefix="") -> dict:
+    """The values of the flags given on the command line, nested as in YAML."""
+    given = vars(args)
+    values: dict = {}
+    for path, _ in leaf_fields(cls):
+        if prefix + path in given:
+            deep_update(values, nested(path, given[prefix + path]))
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    """The trainer's command line: --config files, a flag per config value, --set."""
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="YAML config file(s); later files override earlier ones, flags "
+                             "override files")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config key, e.g. --set optimizer.lr=0.05 (repeatable)")
+    add_field_arguments(parser, TrainConfig, groups={"": "training", **HELP_GROUPS})
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -316,97 +373,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict = {}
     for path in args.config:
         deep_update(values, load_yaml(path))
-    for key, value in vars(args).items():
-        if key in ("config", "set") or key not in _flag_dests():
-            continue
-        deep_update(values, _nest(key, value))
+    deep_update(values, flag_values(args, TrainConfig))
     for assignment in args.set:
         deep_update(values, parse_assignment(assignment))
     return from_dict(values)
-
-
-def _flag_dests():
-    return {f"{section}.{field.name}" if section else field.name for section, field, _ in _flag_fields()}
-
-
-def _nest(dotted: str, value):
-    nested = value
-    for part in reversed(dotted.split(".")):
-        nested = {part: nested}
-    return nested
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _one_of(name, value, allowed):
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        raise ValueError(f"Unknown {name} {value!r}.{hint} Valid: {', '.join(map(str, allowed))}.")
-
-
-def validate(config: TrainConfig):
-    import zoo
-    from training import augment, optimizers, schedules
-
-    _require(config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}.")
-    data = config.data
-    _require(data.batch_size >= 1, f"batch_size must be at least 1, got {data.batch_size}.")
-    for name in ("val_split", "test_split"):
-        value = getattr(data, name)
-        _require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}.")
-    _require(data.val_split + data.test_split < 1.0,
-             f"val_split + test_split must leave training data, got {data.val_split} + {data.test_split}.")
-    _one_of("model", config.model.name, zoo.list_models())
-    info = zoo.model_info(config.model.name)
-    if data.image_size is not None:
-        _require(
-            data.image_size >= info.min_input_size,
-            f"image_size {data.image_size} is below {config.model.name}'s minimum input of "
-            f"{info.min_input_size}x{info.min_input_size}.",
-        )
-    if config.model.dropout is not None:
-        _require(0.0 <= config.model.dropout < 1.0, f"dropout must be in [0, 1), got {config.model.dropout}.")
-    _require(config.model.l2 >= 0, f"l2 must be >= 0, got {config.model.l2}.")
-
-    opt = config.optimizer
-    _one_of("optimizer", opt.name, optimizers.OPTIMIZERS)
-    _require(opt.lr > 0, f"the learning rate must be positive, got {opt.lr}.")
-    _require(0.0 <= opt.momentum < 1.0, f"momentum must be in [0, 1), got {opt.momentum}.")
-    _require(opt.weight_decay >= 0, f"weight_decay must be >= 0, got {opt.weight_decay}.")
-    _require(0.0 <= opt.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {opt.label_smoothing}.")
-    clips = [c for c in ("clip_value", "clip_norm", "global_clip_norm") if getattr(opt, c) is not None]
-    _require(len(clips) <= 1, f"choose one gradient clipping, got {', '.join(clips)}.")
-    for name in clips:
-        _require(getattr(opt, name) > 0, f"{name} must be positive, got {getattr(opt, name)}.")
-
-    _one_of("schedule", config.schedule.name, schedules.SCHEDULES)
-    _require(config.schedule.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.schedule.warmup_epochs}.")
-    _require(config.schedule.warmup_epochs < config.epochs,
-             f"warmup_epochs ({config.schedule.warmup_epochs}) must be shorter than the run ({config.epochs} epochs).")
-
-    _one_of("augmentation preset", config.augment.preset, augment.PRESETS)
-    for op in config.augment.ops:
-        _one_of("augmentation op", op.split(":")[0], augment.OPS)
-
-    _require(config.callbacks.early_stopping_patience >= 0,
-             f"patience must be >= 0 (0 turns early stopping off), got {config.callbacks.early_stopping_patience}.")
-    if config.callbacks.max_accuracy_drop is not None:
-        _require(0 < config.callbacks.max_accuracy_drop < 1,
-                 f"max_accuracy_drop must be in (0, 1), got {config.callbacks.max_accuracy_drop}.")
-    _require(
-        config.hardware.strategy != "multi_worker" or config.output.run_name,
-        "strategy multi_worker needs an explicit run_name (--run-name), the same on every "
-        "worker, so that all workers write into one run.",
-    )
-    for section in (config.data, config.hardware, config.augment):
-        for field in dataclasses.fields(section):
-            choices = field.metadata.get("choices")
-            if choices:
-                _one_of(field.name, getattr(section, field.name), choices)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from training import checks
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -77,13 +79,7 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
     Missing validation and test splits are carved from train, stratified by class and seeded:
     `val_split` and `test_split` are fractions of the examples they are carved from.
     """
-    for name, value in (("val_split", val_split), ("test_split", test_split)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), received {value}")
-    if val_split + test_split >= 1.0:
-        raise ValueError(
-            f"val_split + test_split must be below 1, received {val_split} + {test_split}"
-        )
+    check_split_fractions(val_split, test_split)
 
     name = str(dataset)
     path = pathlib.Path(name).expanduser()
@@ -451,8 +447,7 @@ def fit_to_input(dataset, input_shape, *, method="resize"):
     "resize" scales to H x W; "pad" zero-pads or center-crops without scaling. Gray images
     become RGB and RGB images gray as the model's channels require.
     """
-    if method not in FIT_METHODS:
-        raise ValueError(f"method must be one of {FIT_METHODS}, received {method!r}")
+    checks.one_of("fit method", method, FIT_METHODS)
     height, width, channels = (int(d) for d in input_shape)
     source_channels = dataset.element_spec[0].shape[-1]
     if channels not in (1, 3) or source_channels not in (1, 3):
@@ -522,3 +517,20 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment
     if training and augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_split_fractions(val_split, test_split, section=""):
+    checks.in_range(f"{section}val_split", val_split, 0, 1)
+    checks.in_range(f"{section}test_split", test_split, 0, 1)
+    checks.require(val_split + test_split < 1,
+                   f"{section}val_split + {section}test_split must leave training data (sum "
+                   f"below 1), got {val_split} + {test_split}.")
+
+
+def check_config(config):
+    data = config.data
+    check_split_fractions(data.val_split, data.test_split, section="data.")
+    checks.in_range("data.batch_size", data.batch_size, 1, integer=True)
+    checks.one_of("fit method (data.fit)", data.fit, FIT_METHODS)
+    if data.image_size is not None:
+        checks.in_range("data.image_size", data.image_size, 1, integer=True)

@@ -15,6 +15,8 @@ import pathlib
 import keras
 import tensorflow as tf
 
+from training import checks
+
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LR_SCALING_RULES = (None, "linear")
@@ -23,11 +25,6 @@ LR_SCALING_RULES = (None, "linear")
 TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def _check_choice(kind, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"Unknown {kind} {value!r}; valid: {', '.join(map(repr, allowed))}.")
 
 
 def gpu_compute_capabilities() -> list:
@@ -61,7 +58,7 @@ def resolve_precision(mode="auto") -> str:
     on a CPU with native bfloat16 (measured here: ~1.2x the images/s of float32 for resnet20,
     see benchmarks/precision_throughput.py), float32 otherwise.
     """
-    _check_choice("precision", mode, PRECISIONS)
+    checks.one_of("precision", mode, PRECISIONS)
     if mode != "auto":
         return mode
     capabilities = gpu_compute_capabilities()
@@ -129,7 +126,7 @@ def resolve_strategy(mode="auto"):
     multi-replica code on a CPU). auto: mirrored when there are several GPUs, else one_device.
     multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG, with the Keras fix it needs.
     """
-    _check_choice("strategy", mode, STRATEGIES)
+    checks.one_of("strategy", mode, STRATEGIES)
     if mode == "multi_worker":
         from training import multi_worker_fix
 
@@ -160,7 +157,7 @@ def scaled_learning_rate(base_lr, replicas, rule=None) -> float:
     The linear scaling rule (Goyal et al., 2017): a k times larger global batch takes k times
     the learning rate, so the same number of epochs reaches about the same accuracy.
     """
-    _check_choice("learning-rate scaling rule", rule, LR_SCALING_RULES)
+    checks.one_of("learning-rate scaling rule", rule, LR_SCALING_RULES)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}.")
     if not base_lr > 0:
@@ -198,3 +195,14 @@ def worker_dir(run_dir, strategy) -> pathlib.Path:
         return run_dir
     task_type, task_id, _ = _task(strategy)
     return run_dir / f"workertemp_{task_type}_{task_id}"
+
+
+def check_config(config):
+    checks.one_of("precision", config.hardware.precision, PRECISIONS)
+    checks.one_of("strategy", config.hardware.strategy, STRATEGIES)
+    checks.one_of("learning-rate scaling rule", config.optimizer.scale_lr, LR_SCALING_RULES)
+    checks.require(
+        config.hardware.strategy != "multi_worker" or config.output.run_name,
+        "strategy multi_worker needs an explicit run_name (--run-name), the same on every "
+        "worker, so that all workers write into one run.",
+    )

@@ -7,7 +7,11 @@ decay, and SGD + weight_decay is SGDW.
 
 import keras
 
+from training import checks
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
+
+EMA_MOMENTUM = 0.99
 
 _CLASSES = {
     "sgd": keras.optimizers.SGD,
@@ -17,11 +21,6 @@ _CLASSES = {
     "adagrad": keras.optimizers.Adagrad,
     "nadam": keras.optimizers.Nadam,
 }
-
-
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
 
 
 def build_optimizer(
@@ -35,7 +34,7 @@ def build_optimizer(
     clip_norm=None,
     global_clip_norm=None,
     ema=False,
-    ema_momentum=0.99,
+    ema_momentum=EMA_MOMENTUM,
 ):
     """A Keras optimizer. `learning_rate` is a float or a LearningRateSchedule.
 
@@ -45,22 +44,9 @@ def build_optimizer(
     `ema=True` keeps an exponential moving average of the weights, which `fit` copies into the
     model when training ends.
     """
-    _require(name in _CLASSES, f"Unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}.")
-    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        _require(learning_rate > 0, f"learning_rate must be > 0; received {learning_rate}.")
-    _require(0 <= momentum < 1, f"momentum must be in [0, 1); received {momentum}.")
-    _require(not (nesterov and name == "sgd" and momentum == 0),
-             "nesterov=True needs SGD momentum > 0; received momentum=0.")
-    _require(not (nesterov and name != "sgd"),
-             f"nesterov applies to 'sgd' only (use 'nadam' for Nesterov Adam); received {name!r}.")
-    _require(weight_decay >= 0, f"weight_decay must be >= 0; received {weight_decay}.")
-    clips = {"clip_value": clip_value, "clip_norm": clip_norm, "global_clip_norm": global_clip_norm}
-    chosen = {key: value for key, value in clips.items() if value is not None}
-    _require(len(chosen) <= 1,
-             f"Choose at most one of clip_value, clip_norm, global_clip_norm; received {chosen}.")
-    for key, value in chosen.items():
-        _require(value > 0, f"{key} must be > 0; received {value}.")
-    _require(0 <= ema_momentum < 1, f"ema_momentum must be in [0, 1); received {ema_momentum}.")
+    check_arguments(name, learning_rate, momentum=momentum, nesterov=nesterov,
+                    weight_decay=weight_decay, clip_value=clip_value, clip_norm=clip_norm,
+                    global_clip_norm=global_clip_norm, ema_momentum=ema_momentum)
 
     kwargs = {
         "learning_rate": learning_rate,
@@ -75,3 +61,38 @@ def build_optimizer(
     if name == "sgd":
         kwargs.update(momentum=momentum, nesterov=nesterov)
     return _CLASSES[name](**kwargs)
+
+
+def check_arguments(name, learning_rate, *, momentum, nesterov, weight_decay, clip_value,
+                    clip_norm, global_clip_norm, ema_momentum=EMA_MOMENTUM, section=""):
+    """The rules of build_optimizer's arguments; `section` ("optimizer.") names them as the
+    config does, where the learning rate is `lr`."""
+    checks.one_of("optimizer", name, OPTIMIZERS)
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        checks.in_range(f"{section}lr" if section else "learning_rate", learning_rate, 0,
+                        low_open=True)
+    checks.in_range(f"{section}momentum", momentum, 0, 1)
+    checks.require(not (nesterov and name == "sgd" and momentum == 0),
+                   f"{section}nesterov needs SGD momentum > 0; got momentum 0.")
+    checks.require(not (nesterov and name != "sgd"),
+                   f"{section}nesterov applies to 'sgd' only (use 'nadam' for Nesterov Adam); "
+                   f"got optimizer {name!r}.")
+    checks.in_range(f"{section}weight_decay", weight_decay, 0)
+    clips = {"clip_value": clip_value, "clip_norm": clip_norm,
+             "global_clip_norm": global_clip_norm}
+    chosen = {key: value for key, value in clips.items() if value is not None}
+    checks.require(len(chosen) <= 1, f"Choose at most one of {section}clip_value, clip_norm, "
+                                     f"global_clip_norm; got {chosen}.")
+    for key, value in chosen.items():
+        checks.in_range(f"{section}{key}", value, 0, low_open=True)
+    checks.in_range(f"{section}ema_momentum", ema_momentum, 0, 1)
+
+
+def check_config(config):
+    opt = config.optimizer
+    check_arguments(opt.name, opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                    weight_decay=opt.weight_decay, clip_value=opt.clip_value,
+                    clip_norm=opt.clip_norm, global_clip_norm=opt.global_clip_norm,
+                    section="optimizer.")
+    # The loss's, but set beside the optimizer's knobs.
+    checks.in_range("optimizer.label_smoothing", opt.label_smoothing, 0, 1)

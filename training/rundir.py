@@ -2,7 +2,10 @@
 
 A run lives in `<output_dir>/<run-name>/`. It is *finished* when it holds the marker file
 `.finished` (written last, by `mark_finished`, after the export and metrics.json); a directory
-that holds anything else but no marker is an *interrupted* run, which the same command resumes.
+without the marker that holds a finished epoch (the history or the backup the callbacks write at
+each epoch end) is an *interrupted* run, which the same command resumes. A directory with
+neither (e.g. only the config.yaml of a run that failed before its first epoch ended) holds
+nothing to resume: any new run takes it over.
 
     run = resolve_run_dir("saved_models", default_name="lenet5-digits")
     ...  # train, resuming when run.resume, export into run.path
@@ -19,7 +22,12 @@ import secrets
 import shutil
 import tempfile
 
+from training import checks
+
 FINISHED_MARKER = ".finished"
+# What training.callbacks writes at the end of every epoch (the backup is gone once fit ends).
+HISTORY_CSV = "history.csv"
+BACKUP_DIR = "backup"
 # Keeps a directory name well inside every filesystem's 255-byte limit, suffixes included.
 MAX_NAME_LENGTH = 100
 _SEPARATORS_KEPT = {"-", "_", "."}
@@ -44,8 +52,7 @@ def sanitize_run_name(name):
         str(name),
     )
     safe = safe[:MAX_NAME_LENGTH].strip("-_.")
-    if not safe:
-        raise ValueError(f"run name {name!r} has no letters or digits to name a directory with")
+    checks.require(safe, f"run name {name!r} has no letters or digits to name a directory with.")
     return safe
 
 
@@ -53,46 +60,59 @@ def is_finished(path):
     return (pathlib.Path(path) / FINISHED_MARKER).is_file()
 
 
+def has_finished_epoch(path):
+    path = pathlib.Path(path)
+    return (path / HISTORY_CSV).is_file() or (path / BACKUP_DIR).is_dir()
+
+
+def check_output(output_dir, run_name=None):
+    """Refuse an output_dir that is a file and a run_name that is not a plain directory name."""
+    output_dir = pathlib.Path(output_dir)
+    checks.require(
+        not output_dir.exists() or output_dir.is_dir(),
+        f"output.output_dir {str(output_dir)!r} is a file; it must be a directory or not exist.",
+    )
+    if run_name is not None:
+        safe = sanitize_run_name(run_name)
+        checks.require(
+            safe == str(run_name),
+            f"output.run_name {str(run_name)!r} is not a plain directory name; use letters, "
+            f"digits and single '-', '_' or '.' between them, e.g. {safe!r}.",
+        )
+
+
+def check_config(config):
+    check_output(config.output.output_dir, config.output.run_name)
+
+
 def resolve_run_dir(output_dir, run_name=None, *, default_name, overwrite=False):
     """Pick (and create) the directory of a run.
 
     The name is `run_name`, or `default_name` made safe by `sanitize_run_name`. Then:
-    - no directory, or an empty one: a new run;
+    - no directory, or one without a finished epoch (see the module's docstring): a new run;
     - an interrupted run (no `.finished` marker): resumed (`resume=True`), also with `overwrite`,
       since only the marker proves the directory is a run this trainer may delete;
     - a finished run: with `overwrite` it is deleted and the run starts fresh; without, the run
       goes to the first free or interrupted `name-2`, `name-3`, ... and the finished run is kept.
     """
+    check_output(output_dir, run_name)
     output_dir = pathlib.Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(
-            f"output_dir {str(output_dir)!r} is a file; it must be a directory or not exist"
-        )
-    if run_name is None:
-        name = sanitize_run_name(default_name)
-    else:
-        name = str(run_name)
-        if sanitize_run_name(name) != name:
-            raise ValueError(
-                f"run_name {name!r} is not a plain directory name; use letters, digits and single "
-                f"'-', '_' or '.' between them, e.g. {sanitize_run_name(name)!r}"
-            )
+    name = sanitize_run_name(default_name) if run_name is None else str(run_name)
     candidate, suffix = name, 1
     while True:
         path = output_dir / candidate
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"run directory {str(path)!r} is a file; choose another run_name")
-        if not path.exists() or not any(path.iterdir()):
-            path.mkdir(parents=True, exist_ok=True)
-            return RunDir(path=path, resume=False, name=candidate)
-        if not is_finished(path):
-            return RunDir(path=path, resume=True, name=candidate)
-        if overwrite:
-            _remove_whole(path)
-            path.mkdir(parents=True)
-            return RunDir(path=path, resume=False, name=candidate)
-        suffix += 1
-        candidate = f"{name}-{suffix}"
+        checks.require(not path.exists() or path.is_dir(),
+                       f"run directory {str(path)!r} is a file; choose another run_name.")
+        if is_finished(path):
+            if overwrite:
+                _remove_whole(path)
+                path.mkdir(parents=True)
+                return RunDir(path=path, resume=False, name=candidate)
+            suffix += 1
+            candidate = f"{name}-{suffix}"
+            continue
+        path.mkdir(parents=True, exist_ok=True)
+        return RunDir(path=path, resume=has_finished_epoch(path), name=candidate)
 
 
 def mark_finished(path):

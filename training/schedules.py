@@ -6,13 +6,19 @@ or a registered, serializable `LearningRateSchedule`, so a saved model.keras rel
 optimizer. Every schedule starts at `base_lr`; a linear warmup of `warmup_epochs` can precede any
 of them, and the schedule's own clock starts when the warmup ends. `min_lr` is the floor of
 every decay (and the end point of cosine and one-cycle).
+
+Cosine is Keras' CosineDecay, which computes the same values (tests/training/test_schedules.py).
+Step and exponential stay ours although Keras' ExponentialDecay (staircase or not) gives the same
+values without a floor or a warmup: it has neither, and wrapping it in both would take more code
+than the one-line formula. Keras' InverseTimeDecay is 1 / (1 + rate * t), not our tau / max(t, tau).
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
+
+from training import checks
 
 SCHEDULES = (
     "constant",
@@ -56,9 +62,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         t = ops.maximum(step - warmup_steps, 0.0) / self.steps_per_epoch
         lr = self._floored(t)
         if warmup_steps:
-            # Ramp to the schedule's first value; (step + 1) so that the first step is not wasted
-            # at lr 0 and the last warmup step already uses the full value.
-            ramp = self._floored(ops.zeros_like(t)) * (step + 1.0) / warmup_steps
+            # Ramp to the schedule's first value, reached at the first step after the warmup;
+            # (step + 1) so that the first step is not wasted at lr 0. The same ramp as Keras'
+            # CosineDecay from initial_learning_rate = target / (warmup_steps + 1).
+            ramp = self._floored(ops.zeros_like(t)) * (step + 1.0) / (warmup_steps + 1.0)
             lr = ops.where(step < warmup_steps, ramp, lr)
         return lr
 
@@ -130,27 +137,10 @@ class InverseTimeDecay(EpochSchedule):
 
 @keras.saving.register_keras_serializable(package="training")
 class InverseSqrtDecay(InverseTimeDecay):
-    """base_lr * sqrt(tau / max(t, tau)): constant for tau epochs, then proportional to 1/sqrt(t)."""
+    """base_lr * sqrt(tau / max(t, tau)): constant for tau epochs, then falls as 1/sqrt(t)."""
 
     def decay(self, t):
         return self.base_lr * ops.sqrt(self.tau_epochs / ops.maximum(t, self.tau_epochs))
-
-
-@keras.saving.register_keras_serializable(package="training")
-class CosineDecay(EpochSchedule):
-    """Half a cosine from base_lr to min_lr over decay_epochs, then min_lr."""
-
-    def __init__(self, base_lr, steps_per_epoch, decay_epochs, **kwargs):
-        super().__init__(base_lr, steps_per_epoch, **kwargs)
-        self.decay_epochs = float(decay_epochs)
-
-    def decay(self, t):
-        progress = ops.minimum(t / self.decay_epochs, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        return self.min_lr + (self.base_lr - self.min_lr) * cosine
-
-    def get_config(self):
-        return {**super().get_config(), "decay_epochs": self.decay_epochs}
 
 
 @keras.saving.register_keras_serializable(package="training")
@@ -174,11 +164,6 @@ class OneCycle(EpochSchedule):
         return {**super().get_config(), "cycle_epochs": self.cycle_epochs}
 
 
-def _require(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
 def build_learning_rate(
     name,
     *,
@@ -197,23 +182,12 @@ def build_learning_rate(
     "plateau" returns the float `base_lr`: the ReduceLROnPlateau callback (training.callbacks,
     `plateau=...`) lowers it, and Keras refuses that callback on an optimizer holding a schedule.
     """
-    _require(name in SCHEDULES, f"Unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}.")
-    _require(base_lr > 0, f"base_lr must be > 0; received {base_lr}.")
-    _require(isinstance(epochs, numbers.Integral) and epochs >= 1,
-             f"epochs must be an integer >= 1; received {epochs!r}.")
-    _require(isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1,
-             f"steps_per_epoch must be an integer >= 1; received {steps_per_epoch!r}.")
-    _require(0 <= warmup_epochs < epochs,
-             f"warmup_epochs must be >= 0 and < epochs ({epochs}); received {warmup_epochs}.")
-    _require(0 <= min_lr < base_lr,
-             f"min_lr must be >= 0 and < base_lr ({base_lr}); received {min_lr}.")
+    checks.in_range("steps_per_epoch", steps_per_epoch, 1, integer=True)
+    check_arguments(name, base_lr=base_lr, epochs=epochs, warmup_epochs=warmup_epochs,
+                    step_epochs=step_epochs, step_factor=step_factor, decay_rate=decay_rate,
+                    tau_epochs=tau_epochs, min_lr=min_lr)
 
     if name == "plateau":
-        _require(not warmup_epochs,
-                 "The plateau schedule changes a constant learning rate from a callback, and "
-                 "Keras refuses that callback when a warmup schedule drives the optimizer; "
-                 f"received warmup_epochs={warmup_epochs}. Use warmup_epochs=0 with plateau, "
-                 "or a schedule with a warmup (e.g. cosine).")
         return float(base_lr)
     if name == "constant":
         if not warmup_epochs:
@@ -224,17 +198,52 @@ def build_learning_rate(
               "warmup_epochs": warmup_epochs, "min_lr": min_lr}
     decay_epochs = epochs - warmup_epochs
     if name == "step":
-        _require(isinstance(step_epochs, numbers.Integral) and step_epochs >= 1,
-                 f"step_epochs must be an integer >= 1; received {step_epochs!r}.")
-        _require(0 < step_factor < 1, f"step_factor must be in (0, 1); received {step_factor}.")
         return StepDecay(step_epochs=step_epochs, step_factor=step_factor, **common)
     if name == "exponential":
-        _require(0 < decay_rate < 1, f"decay_rate must be in (0, 1); received {decay_rate}.")
         return ExponentialDecay(decay_rate=decay_rate, **common)
     if name in ("inverse_time", "inverse_sqrt"):
-        _require(tau_epochs > 0, f"tau_epochs must be > 0; received {tau_epochs}.")
         schedule_class = InverseTimeDecay if name == "inverse_time" else InverseSqrtDecay
         return schedule_class(tau_epochs=tau_epochs, **common)
     if name == "cosine":
-        return CosineDecay(decay_epochs=decay_epochs, **common)
+        # Keras' own, with the warmup of every schedule here (EpochSchedule's ramp).
+        warmup_steps = round(warmup_epochs * steps_per_epoch)
+        return keras.optimizers.schedules.CosineDecay(
+            base_lr / (warmup_steps + 1) if warmup_steps else base_lr,
+            decay_steps=decay_epochs * steps_per_epoch,
+            alpha=min_lr / base_lr,
+            warmup_target=base_lr if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
     return OneCycle(cycle_epochs=decay_epochs, **common)
+
+
+def check_arguments(name, *, base_lr, epochs, warmup_epochs, step_epochs, step_factor,
+                    decay_rate, tau_epochs, min_lr, section=""):
+    """The rules of build_learning_rate's arguments, all of them whichever schedule is chosen;
+    `section` ("schedule.") names them as the config does, where base_lr is optimizer.lr."""
+    checks.one_of("schedule", name, SCHEDULES)
+    base_lr_name = "optimizer.lr" if section else "base_lr"
+    checks.in_range(base_lr_name, base_lr, 0, low_open=True)
+    checks.in_range("epochs", epochs, 1, integer=True)
+    checks.in_range(f"{section}warmup_epochs", warmup_epochs, 0, epochs)
+    checks.in_range(f"{section}min_lr", min_lr, 0, base_lr)
+    checks.in_range(f"{section}step_epochs", step_epochs, 1, integer=True)
+    checks.in_range(f"{section}step_factor", step_factor, 0, 1, low_open=True)
+    checks.in_range(f"{section}decay_rate", decay_rate, 0, 1, low_open=True)
+    checks.in_range(f"{section}tau_epochs", tau_epochs, 0, low_open=True)
+    checks.require(
+        name != "plateau" or not warmup_epochs,
+        "The plateau schedule changes a constant learning rate from a callback, and Keras "
+        "refuses that callback when a warmup schedule drives the optimizer; got "
+        f"{section}warmup_epochs {warmup_epochs}. Use warmup_epochs 0 with plateau, or a "
+        "schedule with a warmup (e.g. cosine).",
+    )
+
+
+def check_config(config):
+    schedule = config.schedule
+    check_arguments(schedule.name, base_lr=config.optimizer.lr, epochs=config.epochs,
+                    warmup_epochs=schedule.warmup_epochs, step_epochs=schedule.step_epochs,
+                    step_factor=schedule.step_factor, decay_rate=schedule.decay_rate,
+                    tau_epochs=schedule.tau_epochs, min_lr=schedule.min_lr,
+                    section="schedule.")

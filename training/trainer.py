@@ -4,6 +4,7 @@ Each step is a function of its own so the tuner, the tests and the CLI call the 
 """
 
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -15,8 +16,20 @@ import numpy as np
 import yaml
 
 import zoo
-from training import augment, callbacks, data, export, hardware, optimizers, plots, rundir, schedules
+from training import (
+    augment,
+    callbacks,
+    checks,
+    data,
+    export,
+    hardware,
+    optimizers,
+    plots,
+    rundir,
+    schedules,
+)
 from training.config import TrainConfig, from_dict
+from zoo import options as layer_options
 from zoo.weights import copy_weights
 
 log = logging.getLogger("training")
@@ -86,16 +99,20 @@ def build_model(config: TrainConfig, input_shape, num_classes, mean, std) -> ker
     return keras.Model(inputs, backbone(standardized), name=config.model.name)
 
 
-def load_backbone(path) -> keras.Model:
-    """The zoo model inside a previous run (a run directory or its .keras file)."""
+def init_from_file(path) -> pathlib.Path:
+    """The .keras file `init_from` names: a run directory's model.keras, or a .keras file."""
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "model.keras"
-    if not path.is_file() or path.suffix != ".keras":
-        raise ValueError(
-            f"init_from must be a run directory holding model.keras, or a .keras file; got {path}."
-        )
-    model = keras.saving.load_model(path, compile=False)
+    checks.require(path.is_file() and path.suffix == ".keras",
+                   f"init_from must be a run directory holding model.keras, or a .keras file; "
+                   f"got {path}.")
+    return path
+
+
+def load_backbone(path) -> keras.Model:
+    """The zoo model inside a previous run (a run directory or its .keras file)."""
+    model = keras.saving.load_model(init_from_file(path), compile=False)
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     return nested[0] if nested else model
 
@@ -378,3 +395,47 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         rundir.mark_finished(run.path)
     return RunResult(run_dir=run.path, metrics=metrics, history=history, resumed=run.resume,
                      model=model)
+
+
+# Builder arguments the trainer sets itself, never through model.options.
+TRAINER_SET_ARGUMENTS = ("input_shape", "num_classes", "weights")
+
+
+def check_builder_arguments(model_name, arguments):
+    """Refuse argument names the model's builder does not take. Builders that still take
+    **kwargs cannot say, and are skipped."""
+    parameters = inspect.signature(zoo.get_builder(model_name)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = sorted(name for name, p in parameters.items()
+                   if p.kind == p.KEYWORD_ONLY and name not in ("name", *TRAINER_SET_ARGUMENTS))
+    for argument in arguments:
+        checks.require(argument in valid, f"{model_name} has no option {argument!r}; its "
+                                          f"options are {', '.join(valid)}.")
+
+
+def check_config(config):
+    model = config.model
+    checks.one_of("model", model.name, zoo.list_models())
+    info = zoo.model_info(model.name)
+    image_size = config.data.image_size
+    checks.require(
+        image_size is None or image_size >= info.min_input_size,
+        f"data.image_size {image_size} is below {model.name}'s minimum input of "
+        f"{info.min_input_size}x{info.min_input_size}.",
+    )
+    for field, names in (("activation", layer_options.ACTIVATIONS),
+                         ("normalization", layer_options.NORMALIZATIONS),
+                         ("kernel_initializer", layer_options.INITIALIZERS)):
+        if getattr(model, field) is not None:
+            checks.one_of(f"model.{field}", getattr(model, field), names)
+    if model.dropout is not None:
+        checks.in_range("model.dropout", model.dropout, 0, 1)
+    checks.in_range("model.l2", model.l2, 0)
+    for argument in TRAINER_SET_ARGUMENTS:
+        checks.require(argument not in model.options,
+                       f"model.options.{argument} is set by the trainer, not an option.")
+    arguments = builder_kwargs(config, input_shape=None, num_classes=None)
+    check_builder_arguments(model.name, set(arguments) - {"input_shape", "num_classes"})
+    if model.init_from:
+        init_from_file(model.init_from)

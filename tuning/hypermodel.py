@@ -15,8 +15,7 @@ import numpy as np
 
 from training import hardware, trainer
 from training.callbacks import fit_verbosity
-from training.config import TrainConfig, deep_update
-from tuning.spaces import nested
+from training.config import TrainConfig, deep_update, nested
 
 # What a search may optimize, and which way: validation metrics only, never the test split.
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "val_top5_accuracy": "max"}
@@ -55,11 +54,11 @@ def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
 
 def apply_values(config: TrainConfig, values: dict) -> TrainConfig:
     """`config` with each `path: value` set (the paths of a search space)."""
-    # Options are replaced as a whole by TrainConfig.replace: start from the fixed ones.
-    overrides = {"model": {"options": dict(config.model.options)}}
+    overrides: dict = {}
     for path, value in values.items():
         # KerasTuner hands out numpy scalars on some paths; the config wants Python values.
-        deep_update(overrides, nested(path, value.item() if isinstance(value, np.generic) else value))
+        value = value.item() if isinstance(value, np.generic) else value
+        deep_update(overrides, nested(path, value))
     return config.replace(overrides)
 
 

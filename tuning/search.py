@@ -11,7 +11,6 @@ and `trials.png`. The same call again resumes the search; `overwrite=True` start
 import contextlib
 import csv
 import dataclasses
-import difflib
 import io
 import logging
 import os
@@ -21,8 +20,8 @@ import shutil
 
 import yaml
 
-from training import rundir
-from training.config import TrainConfig, from_dict, load_yaml
+from training import checks, rundir
+from training.config import TrainConfig, from_dict, load_yaml, option
 from tuning import spaces
 from tuning.hypermodel import OBJECTIVES
 
@@ -36,54 +35,47 @@ WORKER_ID = re.compile(r"^(chief|tuner\d+)$")
 
 @dataclasses.dataclass
 class SearchSettings:
-    """The `search:` section of a sweep (or the tuner's command-line flags)."""
+    """The `search:` section of a sweep, and the tuner's command-line flags."""
 
-    tuner: str = "random"
-    max_trials: int = 10
-    epochs: int = 10  # per trial; the full run (best_config.yaml) keeps the config's own epochs
-    patience: int = 3  # early stopping inside each trial
-    max_epochs: int = 27  # hyperband: the epochs of its longest trials
-    hyperband_factor: int = 3
-    objective: str = "val_accuracy"
-    name: str = None  # default <model>-<dataset>-<tuner>
-    output_dir: str = "saved_models/tuning"
-    overwrite: bool = False
-    retrain_best: bool = False
-    chief: str = None  # HOST:PORT of the chief's oracle in a distributed search
-    worker_id: str = None  # chief, tuner0, tuner1, ...
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SearchSettings":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key in values:
-            if key not in fields:
-                close = difflib.get_close_matches(key, list(fields), n=1)
-                hint = f" Did you mean {close[0]}?" if close else ""
-                raise ValueError(f"Unknown search setting {key!r}.{hint} Valid: {', '.join(fields)}.")
-        return cls(**values)
+    tuner: str = option("random", "the KerasTuner tuner", choices="tuning.search.TUNERS")
+    max_trials: int = option(10, "trials to run (hyperband decides its own)")
+    epochs: int = option(10, "epochs per trial; the full run (best_config.yaml) keeps the "
+                             "config's own epochs")
+    patience: int = option(3, "early stopping inside each trial (0: off)")
+    max_epochs: int = option(27, "hyperband: the epochs of its longest trials")
+    hyperband_factor: int = option(3, "hyperband: the factor by which each bracket cuts the "
+                                      "trials and raises their epochs")
+    objective: str = option("val_accuracy", "what to optimize (the test split is never looked "
+                                            "at)", choices="tuning.hypermodel.OBJECTIVES")
+    name: str | None = option(None, "search name (default <model>-<dataset>-<tuner>)",
+                                 group="output")
+    output_dir: str = option("saved_models/tuning", "where searches land", metavar="DIR",
+                             group="output")
+    overwrite: bool = option(False, "start the search over instead of resuming it",
+                             group="output")
+    retrain_best: bool = option(False, "retrain the best config on train+validation and "
+                                       "export it", group="output")
+    chief: str | None = option(None, "address of the chief, which serves the oracle",
+                                  metavar="HOST:PORT", group="distributed search")
+    worker_id: str | None = option(None, "chief on the chief; tuner0, tuner1, ... on the "
+                                            "workers", metavar="ID", group="distributed search")
 
     def check(self):
-        if self.tuner not in TUNERS:
-            close = difflib.get_close_matches(str(self.tuner), TUNERS, n=1)
-            hint = f" Did you mean {close[0]}?" if close else ""
-            raise ValueError(f"Unknown tuner {self.tuner!r}.{hint} Valid: {', '.join(TUNERS)}.")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"Unknown objective {self.objective!r}; a search optimizes one of "
-                             f"{', '.join(OBJECTIVES)} (the test split is never looked at).")
+        checks.one_of("tuner", self.tuner, TUNERS)
+        checks.one_of("objective", self.objective, OBJECTIVES)
         for key, least in (("max_trials", 1), ("epochs", 1), ("patience", 0), ("max_epochs", 1),
                            ("hyperband_factor", 2)):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"search {key} must be an integer >= {least}, got {value!r}.")
-        if (self.chief is None) != (self.worker_id is None):
-            raise ValueError("a distributed search needs both --chief HOST:PORT and --worker-id "
-                             f"(chief, tuner0, tuner1, ...); got chief={self.chief!r}, "
-                             f"worker_id={self.worker_id!r}.")
+            checks.in_range(f"search.{key}", getattr(self, key), least, integer=True)
+        checks.require(
+            (self.chief is None) == (self.worker_id is None),
+            "a distributed search needs both --chief HOST:PORT and --worker-id (chief, tuner0, "
+            f"tuner1, ...); got chief={self.chief!r}, worker_id={self.worker_id!r}.",
+        )
         if self.chief is not None:
             chief_address(self.chief)
-            if not WORKER_ID.match(str(self.worker_id)):
-                raise ValueError(f"worker_id must be 'chief' or tuner<N> (tuner0, tuner1, ...), "
-                                 f"got {self.worker_id!r}.")
+            checks.require(WORKER_ID.match(str(self.worker_id)),
+                           f"worker_id must be 'chief' or tuner<N> (tuner0, tuner1, ...), got "
+                           f"{self.worker_id!r}.")
         return self
 
     @property
@@ -102,8 +94,8 @@ class SearchResult:
 
 def chief_address(text):
     host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--chief must be HOST:PORT (e.g. 127.0.0.1:8000), got {text!r}.")
+    checks.require(sep and host and port.isdigit() and 0 < int(port) < 65536,
+                   f"--chief must be HOST:PORT (e.g. 127.0.0.1:8000), got {text!r}.")
     return host, int(port)
 
 
@@ -124,7 +116,8 @@ def load_sweep(path) -> tuple:
 def _search_name(config: TrainConfig, settings: SearchSettings):
     from training.trainer import dataset_label
 
-    name = settings.name or f"{config.model.name}-{dataset_label(config.data.dataset)}-{settings.tuner}"
+    default = f"{config.model.name}-{dataset_label(config.data.dataset)}-{settings.tuner}"
+    name = settings.name or default
     return rundir.sanitize_run_name(name)
 
 
@@ -212,7 +205,8 @@ def _tuner_classes():
 
     return {
         "random": type("RandomSearch", (TrialRunner, keras_tuner.RandomSearch), {}),
-        "bayesian": type("BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization), {}),
+        "bayesian": type("BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization),
+                         {}),
         "hyperband": type("Hyperband", (TrialRunner, keras_tuner.Hyperband), {}),
         "grid": type("GridSearch", (TrialRunner, keras_tuner.GridSearch), {}),
     }
@@ -295,7 +289,8 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     return SearchResult(search_dir=search_dir, rows=rows, best_config=best, retrain=retrain)
 
 
-def best_config(config: TrainConfig, hyperparameters: dict, search_name, *, image_size) -> TrainConfig:
+def best_config(config: TrainConfig, hyperparameters: dict, search_name, *,
+                image_size) -> TrainConfig:
     """The full training run with the best trial's values: `python -m training.run --config`
     takes it as it is."""
     from tuning.hypermodel import apply_values
@@ -366,10 +361,9 @@ def write_leaderboard(rows, search_dir: pathlib.Path, objective):
         + [row["hyperparameters"].get(p, "") for p in paths]
         for row in rows
     ]
-    tmp = search_dir / "leaderboard.csv.tmp"
-    with open(tmp, "w", newline="") as file:
-        csv.writer(file).writerows(lines)
-    os.replace(tmp, search_dir / "leaderboard.csv")
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(lines)
+    rundir.write_text_atomic(search_dir / "leaderboard.csv", text.getvalue())
     rundir.write_json_atomic(search_dir / "leaderboard.json", {
         "objective": objective, "direction": OBJECTIVES[objective], "trials": rows,
     })
@@ -412,11 +406,8 @@ def live_line(row) -> str:
 
 def plot_trials(rows, space, objective, path):
     """The objective per trial (with the best so far), and against each numeric hyperparameter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # A bare Figure (Agg rendering, no pyplot), as training.plots draws: no global backend.
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: int(r["trial"]))
@@ -425,8 +416,8 @@ def plot_trials(rows, space, objective, path):
     panels = 1 + len(numeric)
     columns = min(panels, 3)
     lines = -(-panels // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
-    axes = axes.ravel()
+    figure = Figure(figsize=(4.2 * columns, 3.4 * lines), dpi=100)
+    axes = figure.subplots(lines, columns, squeeze=False).ravel()
     better = max if OBJECTIVES[objective] == "max" else min
     numbers = [int(r["trial"]) for r in scored]
     scores = [r["score"] for r in scored]
@@ -448,5 +439,6 @@ def plot_trials(rows, space, objective, path):
     for axis in axes[panels:]:
         axis.set_visible(False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    rundir.write_bytes_atomic(path, buffer.getvalue())

@@ -18,10 +18,9 @@ A path the sweep fixes in a config section leaves the space: fixed values win.
 
 import copy
 import difflib
-import inspect
 
 import zoo
-from training.config import TrainConfig
+from training.config import TrainConfig, nested
 
 TYPES = ("float", "int", "choice", "boolean")
 SAMPLINGS = ("linear", "log")
@@ -227,12 +226,9 @@ def _default_value(path):
 
 
 def check_paths(space, config: TrainConfig):
-    """Every path must name a config value a trial may change; option names must be builder
-    arguments of the model. Values are checked by validating the config at each extreme."""
+    """Every path must name a config value a trial may change. Values, and option names (which
+    must be arguments of the model's builder), are checked by check_values."""
     config_values = config.to_dict()
-    builder = zoo.get_builder(config.model.name)
-    parameters = inspect.signature(builder).parameters
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     for path in space:
         if path not in SEARCHABLE_DATA_PATHS and any(
             path == fixed or path.startswith(fixed + ".") for fixed in FIXED_PATHS
@@ -240,13 +236,7 @@ def check_paths(space, config: TrainConfig):
             raise ValueError(f"space {path}: this path is fixed for a whole search (it decides "
                              f"the data, the input or where runs go); set it in its config section.")
         if path.startswith("model.options."):
-            option = path.removeprefix("model.options.")
-            if not takes_any and option not in parameters:
-                options = sorted(k for k, p in parameters.items()
-                                 if p.kind == p.KEYWORD_ONLY and k not in ("name", "num_classes"))
-                raise ValueError(f"space {path}: {config.model.name} has no option {option!r}; "
-                                 f"its options are {', '.join(options)}.")
-            continue
+            continue  # the builder's signature decides, in validate() (check_values)
         if _lookup(config_values, path, default=KeyError) is KeyError or path.count(".") != 1:
             known = [f"{s}.{k}" for s, v in config_values.items() if isinstance(v, dict) for k in v]
             close = difflib.get_close_matches(path, known, n=1)
@@ -256,8 +246,9 @@ def check_paths(space, config: TrainConfig):
 
 
 def check_values(space, config: TrainConfig):
-    """Validate the config at every choice value and at both ends of every range, so a bad
-    value fails before the data is read rather than as a failed trial."""
+    """Validate the config (TrainConfig.validate, as a trial's) at every choice value and at
+    both ends of every range, one path at a time, so a bad value fails before the data is read
+    rather than as a failed trial."""
     for path, entry in space.items():
         if entry["type"] == "choice":
             candidates = entry["values"]
@@ -270,11 +261,3 @@ def check_values(space, config: TrainConfig):
                 config.replace(nested(path, value)).validate()
             except ValueError as error:
                 raise ValueError(f"space {path}: the value {value!r} is not valid: {error}") from None
-
-
-def nested(path, value) -> dict:
-    """`model.options.filters`, 32 -> {"model": {"options": {"filters": 32}}}."""
-    result = value
-    for part in reversed(path.split(".")):
-        result = {part: result}
-    return result

@@ -321,9 +321,9 @@ def test_a_crash_between_the_history_and_the_backup_repeats_that_epoch_once(tmp_
 
 
 def test_bad_arguments_say_what_is_allowed(tmp_path):
-    with pytest.raises(ValueError, match="Unknown plateau keys \\['patiense'\\]; allowed: factor"):
+    with pytest.raises(ValueError, match="Unknown plateau key 'patiense'. Did you mean 'patience'\\? Valid: factor"):
         build_callbacks(tmp_path, plateau={"patiense": 3})
-    with pytest.raises(ValueError, match="plateau factor must be in \\(0, 1\\); received 1.5"):
+    with pytest.raises(ValueError, match="plateau factor must be in \\(0, 1\\), got 1.5"):
         build_callbacks(tmp_path, plateau={"factor": 1.5})
     with pytest.raises(ValueError, match="plateau patience must be an integer >= 1"):
         build_callbacks(tmp_path, plateau={"patience": 0})

@@ -3,6 +3,7 @@ import argparse
 import pytest
 import yaml
 
+from training.checks import ConfigError
 from training.config import TrainConfig, add_arguments, config_from_args, from_dict
 
 
@@ -44,7 +45,8 @@ def test_set_beats_flags():
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown config key 'optimizer.lrr'.*Did you mean optimizer.lr"):
+    with pytest.raises(ValueError,
+                       match=r"Unknown config key 'optimizer.lrr'.*Did you mean optimizer.lr"):
         parse(["--set", "optimizer.lrr=0.1"])
     path = tmp_path / "bad.yaml"
     path.write_text("optimiser: {lr: 0.1}\n")
@@ -68,23 +70,33 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"optimizer": {"lr": -0.1}}, "learning rate must be positive"),
-        ({"data": {"batch_size": 0}}, "batch_size must be at least 1"),
-        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"optimizer": {"lr": -0.1}}, r"optimizer.lr must be > 0, got -0.1"),
+        ({"data": {"batch_size": 0}}, r"data.batch_size must be an integer >= 1, got 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"model": {"name": "resnet21"}}, r"Unknown model 'resnet21'.*Valid: .*resnet20"),
-        ({"model": {"name": "resnet20"}, "data": {"image_size": 3}}, "below resnet20's minimum input"),
+        ({"model": {"name": "resnet20"}, "data": {"image_size": 3}},
+         "below resnet20's minimum input"),
         ({"optimizer": {"name": "adamx"}}, r"Unknown optimizer 'adamx'.*Valid: sgd"),
-        ({"schedule": {"name": "cosin"}}, r"Did you mean cosine"),
+        ({"schedule": {"name": "cosin"}}, r"Did you mean 'cosine'"),
         ({"augment": {"preset": "heavy"}}, "Unknown augmentation preset"),
-        ({"data": {"val_split": 1.5}}, r"val_split must be in \[0, 1\)"),
-        ({"optimizer": {"clip_norm": 1.0, "clip_value": 1.0}}, "choose one gradient clipping"),
+        ({"data": {"val_split": 1.5}}, r"data.val_split must be in \[0, 1\)"),
+        ({"optimizer": {"clip_norm": 1.0, "clip_value": 1.0}}, "Choose at most one of"),
         ({"hardware": {"precision": "fp8"}}, "Unknown precision 'fp8'"),
-        ({"schedule": {"warmup_epochs": 30}}, "must be shorter than the run"),
+        ({"schedule": {"warmup_epochs": 30}}, r"schedule.warmup_epochs must be in \[0, 20\)"),
+        ({"model": {"name": "stagewise_cnn", "options": {"depth": 3}}},
+         "stagewise_cnn has no option 'depth'; its options are .*num_stages"),
+        ({"model": {"options": {"num_classes": 3}}}, "set by the trainer"),
     ],
 )
 def test_bad_values_are_rejected_before_training(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         TrainConfig().replace(overrides).validate()
+
+
+def test_replace_merges_model_options():
+    config = TrainConfig().replace({"model": {"options": {"alpha": 0.5}}})
+    assert config.replace({"model": {"options": {"depth": 2}}}).model.options == {
+        "alpha": 0.5, "depth": 2}
 
 
 def test_help_is_grouped_by_section():
@@ -95,3 +107,124 @@ def test_help_is_grouped_by_section():
                   "callbacks", "hardware", "output"):
         assert title in titles
     assert "100%%" not in parser.format_help() and "100%" in parser.format_help()
+
+
+# Every flag the help shows with a set of valid names or a range, with a value outside it, and
+# the setting the message must name. test_every_checked_flag_has_a_bad_value keeps it complete.
+BAD_FLAGS = [
+    (["--epochs", "0"], "epochs"),
+    (["--val-split", "1.0"], "data.val_split"),
+    (["--test-split", "-0.1"], "data.test_split"),
+    (["--val-split", "0.5", "--test-split", "0.5"], "data.val_split + data.test_split"),
+    (["--image-size", "0"], "data.image_size"),
+    (["--image-size", "16"], "data.image_size 16 is below lenet5"),
+    (["--fit", "stretch"], "fit method (data.fit) 'stretch'"),
+    (["--batch-size", "0"], "data.batch_size"),
+    (["--model", "resnet21"], "model 'resnet21'"),
+    (["--activation", "relu7"], "model.activation 'relu7'"),
+    (["--normalization", "batchnorm"], "model.normalization 'batchnorm'"),
+    (["--kernel-initializer", "he"], "model.kernel_initializer 'he'"),
+    (["--dropout", "1.0"], "model.dropout"),
+    (["--l2", "-1"], "model.l2"),
+    (["--model", "stagewise_cnn", "--dropout", "0.1", "--set", "model.options.depth=3"],
+     "stagewise_cnn has no option 'depth'"),
+    (["--init-from", "no/such/run"], "init_from"),
+    (["--optimizer", "lamb"], "optimizer 'lamb'"),
+    (["--lr", "0"], "optimizer.lr"),
+    (["--momentum", "1.0"], "optimizer.momentum"),
+    (["--nesterov"], "optimizer.nesterov"),
+    (["--weight-decay", "-0.1"], "optimizer.weight_decay"),
+    (["--clip-value", "0"], "optimizer.clip_value"),
+    (["--clip-norm", "-1"], "optimizer.clip_norm"),
+    (["--global-clip-norm", "0"], "optimizer.global_clip_norm"),
+    (["--clip-norm", "1", "--clip-value", "1"], "optimizer.clip_value"),
+    (["--label-smoothing", "1.0"], "optimizer.label_smoothing"),
+    (["--scale-lr", "sqrt"], "learning-rate scaling rule 'sqrt'"),
+    (["--schedule", "linear"], "schedule 'linear'"),
+    (["--warmup-epochs", "-1"], "schedule.warmup_epochs"),
+    (["--warmup-epochs", "20"], "schedule.warmup_epochs"),
+    (["--schedule", "plateau", "--warmup-epochs", "1"], "schedule.warmup_epochs"),
+    (["--step-epochs", "0"], "schedule.step_epochs"),
+    (["--schedule", "step", "--step-factor", "2"], "schedule.step_factor"),
+    (["--decay-rate", "1.0"], "schedule.decay_rate"),
+    (["--tau-epochs", "0"], "schedule.tau_epochs"),
+    (["--min-lr", "-0.1"], "schedule.min_lr"),
+    (["--min-lr", "0.1"], "schedule.min_lr"),
+    (["--plateau-patience", "0"], "schedule.plateau_patience"),
+    (["--plateau-factor", "1.0"], "schedule.plateau_factor"),
+    (["--augment", "heavy"], "augmentation preset 'heavy'"),
+    (["--augment-ops", "flip,blur"], "augmentation op 'blur'"),
+    (["--patience", "-1"], "callbacks.early_stopping_patience"),
+    (["--max-accuracy-drop", "1.5"], "callbacks.max_accuracy_drop"),
+    (["--precision", "fp8"], "precision 'fp8'"),
+    (["--strategy", "parameter_server"], "strategy 'parameter_server'"),
+    (["--strategy", "multi_worker"], "multi_worker needs an explicit run_name"),
+    (["--run-name", "../escape"], "output.run_name '../escape'"),
+]
+# Flags with no valid names or range to leave.
+UNCHECKED_FLAGS = {"--seed", "--dataset", "--data-dir", "--manual-dir", "--cache", "--ema",
+                   "--stop-at-perfect-accuracy", "--checkpoint-best", "--tensorboard",
+                   "--output-dir", "--overwrite"}
+
+
+@pytest.mark.parametrize("argv, setting", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_a_bad_flag_stops_the_cli_before_any_file_is_written(tmp_path, monkeypatch, argv,
+                                                             setting):
+    from training import trainer
+    from training.run import main
+
+    def train(config):
+        raise AssertionError(f"{argv} passed the validation")
+
+    monkeypatch.setattr(trainer, "train", train)
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--output-dir", str(tmp_path)])
+    message = str(stopped.value.code)
+    assert message.startswith("error: ") and setting in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_checked_flag_has_a_bad_value():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {action.option_strings[0] for action in parser._actions
+             if action.option_strings and action.dest not in ("help", "config", "set")}
+    covered = {arg for argv, _ in BAD_FLAGS for arg in argv if arg.startswith("--")}
+    assert flags - UNCHECKED_FLAGS == covered - {"--set"}
+
+
+def test_the_late_step_factor_failure_now_leaves_nothing_and_the_fix_runs(tmp_path):
+    """The issue's reproducer; a directory holding only the config.yaml of a run that never
+    finished an epoch is taken over by the next command, whatever its config."""
+    from training.run import main
+
+    command = ["--schedule", "step", "--run-name", "x", "--output-dir", str(tmp_path),
+               "--epochs", "1", "--model", "stagewise_cnn", "--image-size", "8"]
+    with pytest.raises(SystemExit, match="schedule.step_factor must be in \\(0, 1\\), got 2.0"):
+        main([*command, "--step-factor", "2"])
+    assert list(tmp_path.iterdir()) == []
+    # What the old trainer left behind: a config.yaml and no epoch.
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.yaml").write_text(TrainConfig().replace(
+        {"schedule": {"name": "step", "step_factor": 2.0}}).to_yaml())
+    main([*command, "--step-factor", "0.5"])
+    saved = yaml.safe_load((tmp_path / "x" / "config.yaml").read_text())
+    assert saved["schedule"]["step_factor"] == 0.5
+    assert (tmp_path / "x" / ".finished").is_file()
+
+
+def test_the_help_lists_the_valid_names_from_the_owning_registries():
+    from training import augment, hardware, optimizers, schedules
+    from training.config import leaf_fields
+    from zoo import options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = parser.format_help()
+    registries = {field.metadata["choices"] for _, field in leaf_fields(TrainConfig)
+                  if field.metadata.get("choices")}
+    assert len(registries) == 8
+    for names in (optimizers.OPTIMIZERS, schedules.SCHEDULES, tuple(augment.PRESETS),
+                  hardware.PRECISIONS, hardware.STRATEGIES, options.NORMALIZATIONS):
+        assert "{" + ",".join(names) + "}" in text
+    assert "--scale-lr {linear}" in text

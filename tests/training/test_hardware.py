@@ -83,7 +83,7 @@ def test_unknown_precision_lists_the_valid_ones(call):
     message = str(error.value)
     assert "'float16'" in message
     for name in hardware.PRECISIONS:
-        assert repr(name) in message
+        assert name in message
 
 
 def lenet5_and_data(num_examples=32):
@@ -148,7 +148,7 @@ def test_unknown_strategy_lists_the_valid_ones():
     with pytest.raises(ValueError) as error:
         hardware.resolve_strategy("parameter_server")
     for name in hardware.STRATEGIES:
-        assert repr(name) in str(error.value)
+        assert name in str(error.value)
 
 
 @pytest.mark.parametrize("tf_config, message", [
@@ -189,7 +189,7 @@ def test_scaled_learning_rate():
     assert hardware.scaled_learning_rate(0.1, 4, rule=None) == 0.1
     assert hardware.scaled_learning_rate(0.1, 4, rule="linear") == pytest.approx(0.4)
     assert hardware.scaled_learning_rate(0.05, 1, rule="linear") == 0.05
-    with pytest.raises(ValueError, match="'sqrt'.*None, 'linear'"):
+    with pytest.raises(ValueError, match="'sqrt'.*Valid: None, linear"):
         hardware.scaled_learning_rate(0.1, 4, rule="sqrt")
     with pytest.raises(ValueError, match="replicas must be a positive integer"):
         hardware.scaled_learning_rate(0.1, 0, rule="linear")

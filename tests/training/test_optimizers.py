@@ -113,15 +113,15 @@ def test_ema_weights_replace_the_weights_at_the_end():
 
 
 @pytest.mark.parametrize("name, lr, kwargs, message", [
-    ("lamb", 0.1, {}, "Unknown optimizer 'lamb'; allowed: sgd, adam, adamw, rmsprop, adagrad"),
-    ("sgd", 0.0, {}, "learning_rate must be > 0; received 0.0"),
+    ("lamb", 0.1, {}, "Unknown optimizer 'lamb'. Valid: sgd, adam, adamw, rmsprop, adagrad"),
+    ("sgd", 0.0, {}, "learning_rate must be > 0, got 0.0"),
     ("sgd", -1.0, {}, "learning_rate must be > 0"),
-    ("sgd", 0.1, {"momentum": 1.0}, "momentum must be in \\[0, 1\\); received 1.0"),
-    ("sgd", 0.1, {"momentum": 0.0, "nesterov": True}, "nesterov=True needs SGD momentum > 0"),
+    ("sgd", 0.1, {"momentum": 1.0}, "momentum must be in \\[0, 1\\), got 1.0"),
+    ("sgd", 0.1, {"momentum": 0.0, "nesterov": True}, "nesterov needs SGD momentum > 0"),
     ("adam", 0.1, {"nesterov": True}, "nesterov applies to 'sgd' only"),
     ("adamw", 0.1, {"weight_decay": -0.1}, "weight_decay must be >= 0"),
     ("sgd", 0.1, {"clip_norm": 1.0, "clip_value": 1.0}, "Choose at most one of clip_value"),
-    ("sgd", 0.1, {"clip_norm": 0.0}, "clip_norm must be > 0; received 0.0"),
+    ("sgd", 0.1, {"clip_norm": 0.0}, "clip_norm must be > 0, got 0.0"),
     ("sgd", 0.1, {"global_clip_norm": -1}, "global_clip_norm must be > 0"),
     ("sgd", 0.1, {"ema": True, "ema_momentum": 1.0}, "ema_momentum must be in \\[0, 1\\)"),
 ])

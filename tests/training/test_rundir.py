@@ -128,3 +128,17 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path):
         write_bytes_atomic(target, "text, not bytes")
     assert json.loads(target.read_text()) == {"test_accuracy": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize("epoch_record", [None, "history.csv", "backup"])
+def test_only_a_finished_epoch_makes_a_directory_an_interrupted_run(tmp_path, epoch_record):
+    # A run that failed before its first epoch ended leaves its config.yaml and maybe logs.
+    run_dir = tmp_path / "x"
+    (run_dir / "tensorboard").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("epochs: 3\n")
+    if epoch_record == "history.csv":
+        (run_dir / "history.csv").write_text("epoch,loss\n1,1.5\n")
+    elif epoch_record == "backup":
+        (run_dir / "backup").mkdir()
+    run = resolve_run_dir(tmp_path, "x", default_name="unused")
+    assert (run.path, run.resume) == (run_dir, epoch_record is not None)

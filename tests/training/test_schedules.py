@@ -76,9 +76,9 @@ def test_min_lr_floors_every_decay():
 def test_warmup_ramps_linearly_then_hands_over(name):
     warmup = build(name, epochs=12, warmup_epochs=2)
     plain = build(name, epochs=10) if name != "constant" else None
-    # 20 warmup steps: (step + 1) / 20 of the rate, the full rate at the last warmup step.
+    # 20 warmup steps: (step + 1) / 21 of the rate, the full rate at the first step after them.
     ramp = [float(warmup(step)) for step in (0, 1, 9, 19)]
-    assert ramp == pytest.approx([0.0005, 0.001, 0.005, 0.01], rel=1e-6)
+    assert ramp == pytest.approx([0.01 / 21, 0.02 / 21, 0.1 / 21, 0.2 / 21], rel=1e-6)
     # After the warmup the schedule runs on its own clock, started when the warmup ended.
     for step in (20, 25, 50, 70, 119):
         expected = 0.01 if plain is None else float(plain(step - 20))
@@ -88,13 +88,13 @@ def test_warmup_ramps_linearly_then_hands_over(name):
 def test_warmup_ramps_to_the_first_value_of_one_cycle():
     schedule = build("one_cycle", epochs=11, warmup_epochs=1)
     # float32 cosines: a few ulps off.
-    assert float(schedule(4)) == pytest.approx(0.01 / 25 * 5 / 10, rel=1e-5)
+    assert float(schedule(4)) == pytest.approx(0.01 / 25 * 5 / 11, rel=1e-5)
     assert float(schedule(10)) == pytest.approx(0.01 / 25, rel=1e-5)
     assert float(schedule(40)) == pytest.approx(0.01, rel=1e-5)  # peak 3 epochs after warmup
 
 
 def test_plateau_with_warmup_is_refused_with_the_alternatives():
-    with pytest.raises(ValueError, match="warmup_epochs=0 with plateau"):
+    with pytest.raises(ValueError, match="Use warmup_epochs 0 with plateau"):
         build("plateau", warmup_epochs=2)
 
 
@@ -133,19 +133,19 @@ def test_every_listed_name_builds():
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("linear", {}, "Unknown schedule 'linear'; allowed: constant, step, exponential"),
-        ("step", {"base_lr": 0.0}, "base_lr must be > 0; received 0.0"),
+        ("linear", {}, "Unknown schedule 'linear'. Valid: constant, step, exponential"),
+        ("step", {"base_lr": 0.0}, "base_lr must be > 0, got 0.0"),
         ("step", {"base_lr": -0.1}, "base_lr must be > 0"),
-        ("cosine", {"warmup_epochs": -1}, "warmup_epochs must be >= 0 and < epochs"),
-        ("cosine", {"warmup_epochs": 30}, "warmup_epochs must be >= 0 and < epochs \\(30\\)"),
-        ("step", {"step_factor": 0.0}, "step_factor must be in \\(0, 1\\); received 0.0"),
+        ("cosine", {"warmup_epochs": -1}, "warmup_epochs must be in \\[0, 30\\), got -1"),
+        ("cosine", {"warmup_epochs": 30}, "warmup_epochs must be in \\[0, 30\\), got 30"),
+        ("step", {"step_factor": 0.0}, "step_factor must be in \\(0, 1\\), got 0.0"),
         ("step", {"step_factor": 2.0}, "step_factor must be in \\(0, 1\\)"),
         ("step", {"step_epochs": 0}, "step_epochs must be an integer >= 1"),
         ("step", {"step_epochs": 2.5}, "step_epochs must be an integer >= 1"),
         ("exponential", {"decay_rate": 1.0}, "decay_rate must be in \\(0, 1\\)"),
         ("inverse_time", {"tau_epochs": 0}, "tau_epochs must be > 0"),
-        ("cosine", {"min_lr": 0.02}, "min_lr must be >= 0 and < base_lr"),
-        ("cosine", {"epochs": 0}, "epochs must be an integer >= 1; received 0"),
+        ("cosine", {"min_lr": 0.02}, "min_lr must be in \\[0, 0.01\\), got 0.02"),
+        ("cosine", {"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ("cosine", {"steps_per_epoch": 0}, "steps_per_epoch must be an integer >= 1"),
     ],
 )
@@ -153,3 +153,37 @@ def test_bad_names_and_values_say_what_is_allowed(name, kwargs, message):
     arguments = {"base_lr": BASE_LR, "epochs": 30, "steps_per_epoch": STEPS, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_learning_rate(name, **arguments)
+
+
+def cosine_formula(step, *, epochs, warmup_epochs, min_lr):
+    """The cosine schedule as the docs state it, in plain Python: a linear warmup that reaches
+    base_lr at the first step after it, then half a cosine from base_lr to min_lr."""
+    warmup_steps = round(warmup_epochs * STEPS)
+    if step < warmup_steps:
+        return BASE_LR * (step + 1) / (warmup_steps + 1)
+    progress = min((step - warmup_steps) / ((epochs - warmup_epochs) * STEPS), 1.0)
+    return min_lr + (BASE_LR - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize("epochs, warmup_epochs, min_lr", [(10, 0, 0.0), (12, 2, 1e-3),
+                                                           (7, 0.5, 0.0), (3, 1, 1e-4)])
+def test_cosine_matches_its_formula_at_every_step(epochs, warmup_epochs, min_lr):
+    schedule = build("cosine", epochs=epochs, warmup_epochs=warmup_epochs, min_lr=min_lr)
+    steps = range(0, (epochs + 2) * STEPS)
+    assert [float(schedule(step)) for step in steps] == pytest.approx(
+        [cosine_formula(step, epochs=epochs, warmup_epochs=warmup_epochs, min_lr=min_lr)
+         for step in steps], rel=1e-5, abs=1e-9)
+
+
+def test_step_and_exponential_agree_with_keras_exponential_decay_without_floor_or_warmup():
+    """Where Keras' ExponentialDecay covers ours (no min_lr floor, no warmup) the values agree;
+    ours stays for the floor and the warmup every schedule here has (see training.schedules)."""
+    keras_step = keras.optimizers.schedules.ExponentialDecay(BASE_LR, 10 * STEPS, 0.5,
+                                                             staircase=True)
+    keras_exponential = keras.optimizers.schedules.ExponentialDecay(BASE_LR, STEPS, 0.95)
+    step, exponential = build("step", step_epochs=10, step_factor=0.5), build("exponential")
+    steps = range(0, 30 * STEPS, 3)
+    assert [float(step(s)) for s in steps] == pytest.approx(
+        [float(keras_step(s)) for s in steps], rel=1e-6)
+    assert [float(exponential(s)) for s in steps] == pytest.approx(
+        [float(keras_exponential(s)) for s in steps], rel=1e-5)

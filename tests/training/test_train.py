@@ -146,7 +146,7 @@ def test_cli_rejects_bad_values_before_training(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
-    assert "learning rate must be positive" in result.stderr
+    assert "optimizer.lr must be > 0, got -1.0" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,11 +128,31 @@ def test_sampled_values_become_the_trial_config_with_fixed_options_kept():
     ({"model.dropout": {"type": "float", "min": 0, "max": 0.5, "values": [0.1]}}, {},
      "a float entry does not take values"),
     ({}, {"chief": "127.0.0.1:9000"}, "needs both --chief HOST:PORT and --worker-id"),
+    ({}, {"hyperband_factor": 1}, "search.hyperband_factor must be an integer >= 2, got 1"),
+    # Every value is validated as a trial's config would be: each choice, both ends of a range.
+    ({"optimizer.name": {"values": ["sgd", "lamb"]}}, {},
+     "space optimizer.name: the value 'lamb' is not valid: Unknown optimizer 'lamb'"),
+    ({"model.activation": {"values": ["relu", "mish"]}}, {},
+     "the value 'mish' is not valid: Unknown model.activation 'mish'"),
+    ({"optimizer.momentum": {"type": "float", "min": 0.5, "max": 1.0}}, {},
+     "the value 1.0 is not valid: optimizer.momentum must be in [0, 1), got 1.0"),
+    ({"schedule.step_factor": {"type": "float", "min": 0.1, "max": 1.5}}, {},
+     "the value 1.5 is not valid: schedule.step_factor must be in (0, 1), got 1.5"),
+    ({"data.batch_size": {"values": [0, 32]}}, {}, "data.batch_size must be an integer >= 1"),
 ])
 def test_bad_input_fails_before_any_trial(tmp_path, space, search, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("?", r"\?")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         run_search(copy.deepcopy(FIXED), settings(tmp_path, **search), space)
     assert not (tmp_path / "digits").exists()
+
+
+def test_options_of_builders_that_take_any_keyword_are_not_checked():
+    # resnet20's builder still takes **kwargs: only building the model could tell.
+    config = from_dict({"model": {"name": "resnet20"}})
+    spaces.check_values({"model.options.depth": {"type": "choice", "values": [2, 3]}}, config)
+    with pytest.raises(ValueError, match="stagewise_cnn has no option 'depth'"):
+        spaces.check_values({"model.options.depth": {"type": "choice", "values": [2, 3]}},
+                            from_dict(copy.deepcopy(FIXED)))
 
 
 def test_a_path_both_fixed_and_searched_is_an_error():
@@ -212,6 +233,8 @@ def test_leaderboard_files_agree_with_each_trials_record(search):
     assert sorted(row["trial"] for row in rows) == ["0", "1", "2"]
     scores = [float(row["val_accuracy"]) for row in rows]
     assert scores == sorted(scores, reverse=True)
+    # Measured: 0.35, 0.317, 0.139 for these three 3-epoch trials on 8x8 digits (chance: 0.1).
+    assert scores[0] >= 0.25
     for row, entry in zip(rows, board["trials"]):
         trial_dir = search["dir"] / f"trial_{row['trial']}"
         history = read_csv(trial_dir / "history.csv")
@@ -258,7 +281,8 @@ def test_best_config_is_a_training_config_the_trainer_runs_unchanged(search, tmp
     monkeypatch.chdir(tmp_path)
     run = train(from_dict(values))
     assert str(run.run_dir) == os.path.join("saved_models", "digits-best")
-    assert run.metrics["epochs_completed"] == 2 and 0.0 <= run.metrics["test_accuracy"] <= 1.0
+    # Measured: 0.317 test accuracy after its 2 epochs (chance: 0.1; val accuracy 0.344).
+    assert run.metrics["epochs_completed"] == 2 and run.metrics["test_accuracy"] >= 0.2
     assert (tmp_path / "saved_models" / "digits-best" / "saved_model").is_dir()
 
 
@@ -297,6 +321,27 @@ def tuning_command(*args):
 
 def environment():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+
+
+def test_cli_flags_files_and_sets_merge_into_the_sweep(tmp_path):
+    from tuning.run import parse_args, sweep_from_args
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"data": {"batch_size": 16}, "search": {"tuner": "hyperband",
+                                                                          "max_epochs": 9}}))
+    fixed, settings, space = sweep_from_args(parse_args([
+        "--config", str(path), "--model", "stagewise_cnn", "--image-size", "16",
+        "--set", "optimizer.name=sgd", "--hyperband-factor", "4", "--max-epochs", "12",
+        "--overwrite", "--space", "augment.preset=null"]))
+    assert fixed == {"data": {"batch_size": 16, "image_size": 16},
+                     "model": {"name": "stagewise_cnn"}, "optimizer": {"name": "sgd"}}
+    assert (settings.tuner, settings.max_epochs, settings.hyperband_factor) == ("hyperband", 12, 4)
+    assert settings.overwrite and settings.epochs == 10  # the default
+    assert space == {"augment.preset": None}
+    path.write_text(yaml.safe_dump({"search": {"tunr": "grid"}}))
+    with pytest.raises(ValueError, match="Unknown config key 'search.tunr'. Did you mean "
+                                         "search.tuner?"):
+        sweep_from_args(parse_args(["--config", str(path)]))
 
 
 def test_cli_reports_a_bad_space_entry_before_any_trial(tmp_path):
