@@ -143,11 +143,7 @@ def resolve_strategy(mode="auto"):
 
 def global_batch_size(per_replica_batch, strategy) -> int:
     """The batch one training step consumes across all replicas (what tf.data must batch by)."""
-    if not isinstance(per_replica_batch, int) or isinstance(per_replica_batch, bool) \
-            or per_replica_batch < 1:
-        raise ValueError(
-            f"per_replica_batch must be a positive integer, got {per_replica_batch!r}."
-        )
+    checks.in_range("per_replica_batch", per_replica_batch, 1, integer=True)
     return per_replica_batch * strategy.num_replicas_in_sync
 
 
@@ -158,10 +154,8 @@ def scaled_learning_rate(base_lr, replicas, rule=None) -> float:
     the learning rate, so the same number of epochs reaches about the same accuracy.
     """
     checks.one_of("learning-rate scaling rule", rule, LR_SCALING_RULES)
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
-        raise ValueError(f"replicas must be a positive integer, got {replicas!r}.")
-    if not base_lr > 0:
-        raise ValueError(f"base_lr must be positive, got {base_lr!r}.")
+    checks.in_range("replicas", replicas, 1, integer=True)
+    checks.in_range("base_lr", base_lr, 0, low_open=True)
     return base_lr * replicas if rule == "linear" else base_lr
 
 

@@ -180,7 +180,7 @@ def test_global_batch_size_is_per_replica_times_replicas():
     assert hardware.global_batch_size(64, replicas(4)) == 256
     assert hardware.global_batch_size(32, tf.distribute.get_strategy()) == 32
     for bad in (0, -8, 2.5, True):
-        with pytest.raises(ValueError, match="per_replica_batch must be a positive integer"):
+        with pytest.raises(ValueError, match="per_replica_batch must be an integer >= 1"):
             hardware.global_batch_size(bad, replicas(2))
 
 
@@ -191,9 +191,9 @@ def test_scaled_learning_rate():
     assert hardware.scaled_learning_rate(0.05, 1, rule="linear") == 0.05
     with pytest.raises(ValueError, match="'sqrt'.*Valid: None, linear"):
         hardware.scaled_learning_rate(0.1, 4, rule="sqrt")
-    with pytest.raises(ValueError, match="replicas must be a positive integer"):
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1"):
         hardware.scaled_learning_rate(0.1, 0, rule="linear")
-    with pytest.raises(ValueError, match="base_lr must be positive"):
+    with pytest.raises(ValueError, match="base_lr must be > 0"):
         hardware.scaled_learning_rate(-0.1, 2)
 
 
