@@ -39,6 +39,8 @@ FLIP_UNSAFE_DATASETS = frozenset(
 # Sampled to choose a fixed image size when a tensorflow-datasets source has variable sizes.
 SIZE_SAMPLE = 512
 PROBE_TIMEOUT_SECONDS = 3.0
+# Examples the training pipeline's shuffle buffer holds (the whole split up to this size).
+SHUFFLE_BUFFER = 10_000
 
 
 @dataclasses.dataclass
@@ -112,7 +114,11 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
             # Fractions are of train before any carving: 0.1 and 0.1 of 1797 give 180 + 180.
             train_idx, carved = _carve(labels, train_idx, round(fraction * train.size), seed)
             parts[split] = train, carved
-    parts["train"] = train, train_idx
+    # Folders (and many arrays) list their examples class by class, and a shuffle buffer
+    # smaller than the split would then fill each epoch's early batches with a few classes.
+    # A seeded permutation up front mixes them whatever the size. (A tensorflow-datasets split
+    # keeps the order tfds shuffled it into when preparing: its subset is read as a mask.)
+    parts["train"] = train, np.random.default_rng(seed).permutation(train_idx)
 
     base_name = path.stem if path.exists() else name.split(":")[0].split("/")[0]
     return DatasetSplits(
@@ -494,7 +500,7 @@ def channel_statistics(train_dataset):
 
 
 def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment=None,
-                  cache=True, shuffle_buffer=10_000):
+                  cache=True, shuffle_buffer=SHUFFLE_BUFFER):
     """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels).
 
     Training pipelines reshuffle every epoch (seeded) and apply `augment`, a callable on a
