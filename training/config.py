@@ -96,6 +96,8 @@ class CallbacksConfig:
     early_stopping_patience: int = option(10, "stop after this many epochs without val_loss improvement and restore the best weights (0: off)", flag="--patience")
     stop_at_perfect_accuracy: bool = option(False, "stop when training accuracy reaches 100%")
     max_accuracy_drop: Optional[float] = option(None, "stop when training accuracy falls this far below its best (e.g. 0.2)")
+    max_val_drop: Optional[float] = option(None, "stop when val_accuracy falls this far below its best (e.g. 0.1)")
+    min_delta: float = option(0.0, "early stopping: the least improvement of val_loss that resets --patience")
     checkpoint_best: bool = option(True, "keep best.keras, the model with the lowest val_loss")
     tensorboard: bool = option(False, "write TensorBoard logs to <run>/tensorboard")
 
@@ -353,7 +355,7 @@ def _one_of(name, value, allowed):
 
 def validate(config: TrainConfig):
     import zoo
-    from training import augment, optimizers, schedules
+    from training import augment, callbacks, optimizers, schedules
 
     _require(config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}.")
     data = config.data
@@ -410,3 +412,5 @@ def validate(config: TrainConfig):
             choices = field.metadata.get("choices")
             if choices:
                 _one_of(field.name, getattr(section, field.name), choices)
+    for module in (callbacks,):
+        module.check_config(config)

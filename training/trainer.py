@@ -222,11 +222,12 @@ def check_splits(config: TrainConfig, prepared: PreparedData):
             ("early stopping (--patience 0 turns it off)", config.callbacks.early_stopping_patience),
             ("best.keras (--checkpoint-best false)", config.callbacks.checkpoint_best),
             ("the plateau schedule", config.schedule.name == "plateau"),
+            ("the val_accuracy drop stop (--max-val-drop)", config.callbacks.max_val_drop is not None),
         ) if used]
         if needs:
             raise ValueError(
                 f"the validation split is empty (val_split {config.data.val_split}), but "
-                f"{', '.join(needs)} watch the validation loss: set --val-split above 0 or "
+                f"{', '.join(needs)} watch the validation split: set --val-split above 0 or "
                 f"turn those off."
             )
 
@@ -248,6 +249,8 @@ def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
         monitor=monitor,
         stop_at_perfect_train_accuracy=config.callbacks.stop_at_perfect_accuracy,
         max_train_accuracy_drop=config.callbacks.max_accuracy_drop,
+        max_val_accuracy_drop=config.callbacks.max_val_drop,
+        min_delta=config.callbacks.min_delta,
         checkpoint_best=(config.callbacks.checkpoint_best if checkpoint_best is None
                          else checkpoint_best),
         tensorboard=config.callbacks.tensorboard,
