@@ -193,6 +193,7 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
         num_classes=prepared.num_classes,
         flip_safe=prepared.flip_safe,
         seed=config.seed,
+        mean=prepared.mean,
     )
     return {
         name: data.make_pipeline(
@@ -332,6 +333,9 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
 
     prepared = prepare_data(config)
     check_splits(config, prepared)
+    global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
+    # Before the run directory: building the augmentation refuses ops that do not fit the data.
+    pipelines = make_pipelines(config, prepared, global_batch)
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
@@ -342,8 +346,6 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         prepared.num_examples["test"], prepared.input_shape, policy, replicas,
     )
 
-    global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
-    pipelines = make_pipelines(config, prepared, global_batch)
     with strategy.scope():
         model = build_model(config, prepared.input_shape, prepared.num_classes,
                             prepared.mean, prepared.std)
