@@ -61,8 +61,10 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = option("adam", "optimizer", flag="--optimizer")
     lr: float = option(2e-3, "base learning rate (per the global batch)")
-    momentum: float = option(0.9, "momentum (sgd, rmsprop)")
-    nesterov: bool = option(False, "Nesterov momentum (sgd)")
+    momentum: Optional[float] = option(None, "momentum of sgd and rmsprop, ignored by the others (unset: 0.9 for sgd, 0 for rmsprop)")
+    nesterov: bool = option(False, "Nesterov momentum (sgd only)")
+    rho: float = option(0.9, "rmsprop only: decay of its moving average of squared gradients")
+    epsilon: float = option(1e-7, "adam, adamw, nadam, rmsprop, adagrad: the constant added to the denominator for stability")
     weight_decay: float = option(0.0, "decoupled weight decay applied by the optimizer")
     clip_value: Optional[float] = option(None, "clip each gradient element to [-v, v]")
     clip_norm: Optional[float] = option(None, "clip each gradient to this L2 norm")
@@ -380,7 +382,6 @@ def validate(config: TrainConfig):
     opt = config.optimizer
     _one_of("optimizer", opt.name, optimizers.OPTIMIZERS)
     _require(opt.lr > 0, f"the learning rate must be positive, got {opt.lr}.")
-    _require(0.0 <= opt.momentum < 1.0, f"momentum must be in [0, 1), got {opt.momentum}.")
     _require(opt.weight_decay >= 0, f"weight_decay must be >= 0, got {opt.weight_decay}.")
     _require(0.0 <= opt.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {opt.label_smoothing}.")
     clips = [c for c in ("clip_value", "clip_norm", "global_clip_norm") if getattr(opt, c) is not None]
@@ -412,5 +413,5 @@ def validate(config: TrainConfig):
             choices = field.metadata.get("choices")
             if choices:
                 _one_of(field.name, getattr(section, field.name), choices)
-    for module in (callbacks,):
+    for module in (callbacks, optimizers):
         module.check_config(config)

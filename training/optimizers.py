@@ -7,6 +7,8 @@ decay, and SGD + weight_decay is SGDW.
 
 import keras
 
+from training import checks
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
 
 _CLASSES = {
@@ -19,6 +21,12 @@ _CLASSES = {
 }
 
 
+# Which optimizers read which setting; the others ignore it. momentum=None takes these defaults.
+MOMENTUM_DEFAULTS = {"sgd": 0.9, "rmsprop": 0.0}
+RHO_OPTIMIZERS = ("rmsprop",)
+EPSILON_OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "adagrad")
+
+
 def _require(condition, message):
     if not condition:
         raise ValueError(message)
@@ -28,8 +36,10 @@ def build_optimizer(
     name,
     learning_rate,
     *,
-    momentum=0.9,
+    momentum=None,
     nesterov=False,
+    rho=0.9,
+    epsilon=1e-7,
     weight_decay=0.0,
     clip_value=None,
     clip_norm=None,
@@ -39,8 +49,10 @@ def build_optimizer(
 ):
     """A Keras optimizer. `learning_rate` is a float or a LearningRateSchedule.
 
-    `momentum` and `nesterov` are SGD's (the other optimizers keep their own moment estimates and
-    ignore them). At most one of `clip_value` (each gradient entry to [-v, v]), `clip_norm`
+    `momentum` is SGD's and RMSprop's (None: 0.9 for SGD, 0 for RMSprop as in Keras), `nesterov`
+    SGD's; `rho` is RMSprop's decay of its squared-gradient average; `epsilon` (added to the
+    denominator) is read by Adam, AdamW, Nadam, RMSprop and Adagrad. Each optimizer ignores the
+    settings it has no use for. At most one of `clip_value` (each gradient entry to [-v, v]), `clip_norm`
     (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
     `ema=True` keeps an exponential moving average of the weights, which `fit` copies into the
     model when training ends.
@@ -48,6 +60,8 @@ def build_optimizer(
     _require(name in _CLASSES, f"Unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}.")
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         _require(learning_rate > 0, f"learning_rate must be > 0; received {learning_rate}.")
+    if momentum is None:
+        momentum = MOMENTUM_DEFAULTS.get(name, 0.0)
     _require(0 <= momentum < 1, f"momentum must be in [0, 1); received {momentum}.")
     _require(not (nesterov and name == "sgd" and momentum == 0),
              "nesterov=True needs SGD momentum > 0; received momentum=0.")
@@ -74,4 +88,18 @@ def build_optimizer(
     }
     if name == "sgd":
         kwargs.update(momentum=momentum, nesterov=nesterov)
+    if name == "rmsprop":
+        kwargs.update(momentum=momentum, rho=rho)
+    if name in EPSILON_OPTIMIZERS:
+        kwargs["epsilon"] = epsilon
     return _CLASSES[name](**kwargs)
+
+
+def check_config(config):
+    """The optimizer section's momentum, rho and epsilon (see training.checks)."""
+    opt = config.optimizer
+    if opt.momentum is not None:
+        checks.require(0 <= opt.momentum < 1,
+                       f"momentum must be in [0, 1) (or unset), got {opt.momentum}.")
+    checks.require(0 <= opt.rho < 1, f"rho must be in [0, 1), got {opt.rho}.")
+    checks.require(opt.epsilon > 0, f"epsilon must be > 0, got {opt.epsilon}.")

@@ -121,6 +121,8 @@ def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_
         learning_rate,
         momentum=opt.momentum,
         nesterov=opt.nesterov,
+        rho=opt.rho,
+        epsilon=opt.epsilon,
         weight_decay=opt.weight_decay,
         clip_value=opt.clip_value,
         clip_norm=opt.clip_norm,
