@@ -53,6 +53,8 @@ class ModelConfig:
     kernel_initializer: Optional[str] = option(None, "kernel initializer instead of the model's own (he_normal, glorot_uniform, ...)")
     dropout: Optional[float] = option(None, "dropout rate instead of the model's own")
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
+    leaky_slope: Optional[float] = option(None, "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own")
+    binary: bool = option(False, "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax")
     options: dict = option({}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag="")
     init_from: Optional[str] = option(None, "start from the weights of a previous run directory or its model.keras", metavar="PATH")
 
@@ -357,7 +359,7 @@ def _one_of(name, value, allowed):
 
 def validate(config: TrainConfig):
     import zoo
-    from training import augment, callbacks, optimizers, schedules
+    from training import augment, callbacks, optimizers, schedules, trainer
 
     _require(config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}.")
     data = config.data
@@ -413,5 +415,5 @@ def validate(config: TrainConfig):
             choices = field.metadata.get("choices")
             if choices:
                 _one_of(field.name, getattr(section, field.name), choices)
-    for module in (callbacks, optimizers):
+    for module in (callbacks, optimizers, trainer):
         module.check_config(config)

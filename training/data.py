@@ -499,9 +499,10 @@ def channel_statistics(train_dataset):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment=None,
-                  cache=True, shuffle_buffer=SHUFFLE_BUFFER):
-    """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels).
+def make_pipeline(dataset, *, batch_size, num_classes, training, binary=False, seed=0,
+                  augment=None, cache=True, shuffle_buffer=SHUFFLE_BUFFER):
+    """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels),
+    or with `binary` (two classes) labels of shape (batch, 1): 1.0 for the second class.
 
     Training pipelines reshuffle every epoch (seeded) and apply `augment`, a callable on a
     batch of (images, one-hot labels), in parallel map calls on the CPU.
@@ -510,6 +511,8 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment
         raise ValueError(f"batch_size must be at least 1, received {batch_size}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be at least 1, received {num_classes}")
+    if binary and int(num_classes) != 2:
+        raise ValueError(f"binary labels need exactly 2 classes, received {num_classes}")
     # Pixels are 8-bit: caching them as uint8 takes a quarter of the memory of float32.
     dataset = dataset.map(
         lambda image, label: (tf.cast(tf.round(tf.clip_by_value(
@@ -520,9 +523,13 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    def encode(labels):
+        if binary:
+            return tf.cast(labels, tf.float32)[:, None]
+        return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
     dataset = dataset.batch(batch_size).map(
-        lambda images, labels: (tf.cast(images, tf.float32),
-                                tf.one_hot(labels, num_classes, dtype=tf.float32)),
+        lambda images, labels: (tf.cast(images, tf.float32), encode(labels)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if training and augment is not None:

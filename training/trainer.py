@@ -15,7 +15,18 @@ import numpy as np
 import yaml
 
 import zoo
-from training import augment, callbacks, data, export, hardware, optimizers, plots, rundir, schedules
+from training import (
+    augment,
+    callbacks,
+    checks,
+    data,
+    export,
+    hardware,
+    optimizers,
+    plots,
+    rundir,
+    schedules,
+)
 from training.config import TrainConfig, from_dict
 from zoo.weights import copy_weights
 
@@ -28,6 +39,7 @@ MODEL_OVERRIDES = {
     "kernel_initializer": "kernel_initializer",
     "dropout": "dropout_rate",
     "l2": "weight_decay",
+    "leaky_slope": "leaky_slope",
 }
 
 
@@ -57,6 +69,8 @@ def input_shape_for(config: TrainConfig, channels: int) -> tuple:
 
 def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:
     kwargs = {"input_shape": input_shape, "num_classes": num_classes}
+    if config.model.binary:  # the probability of the second class
+        kwargs.update(num_classes=1, classifier_activation="sigmoid")
     for field, argument in MODEL_OVERRIDES.items():
         value = getattr(config.model, field)
         if value is not None and not (field == "l2" and value == 0):
@@ -129,14 +143,15 @@ def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_
         global_clip_norm=opt.global_clip_norm,
         ema=opt.ema,
     )
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes >= 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing),
-        metrics=metrics,
-    )
+    if config.model.binary:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=opt.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if num_classes >= 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def read_history(path) -> dict:
@@ -203,6 +218,7 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
             batch_size=global_batch,
             num_classes=prepared.num_classes,
             training=name == "train",
+            binary=config.model.binary,
             seed=config.seed,
             augment=augmentation if name == "train" else None,
             cache=config.data.cache,
@@ -215,6 +231,13 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
 
 def check_splits(config: TrainConfig, prepared: PreparedData):
     """Refuse, before any training, a run whose splits cannot give what the config asks for."""
+    if config.model.binary and prepared.num_classes != 2:
+        raise ValueError(
+            f"--binary needs a dataset of exactly two classes, but {config.data.dataset} has "
+            f"{prepared.num_classes} ({', '.join(prepared.class_names[:12])}"
+            f"{', ...' if prepared.num_classes > 12 else ''}): leave --binary off for a "
+            f"softmax over its classes."
+        )
     if prepared.num_examples["test"] == 0:
         raise ValueError(
             "the test split is empty, and a run ends by evaluating on it: set --test-split above "
@@ -385,3 +408,11 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         rundir.mark_finished(run.path)
     return RunResult(run_dir=run.path, metrics=metrics, history=history, resumed=run.resume,
                      model=model)
+
+
+def check_config(config: TrainConfig):
+    """The model settings the trainer passes on to the builders (see training.checks)."""
+    slope = config.model.leaky_slope
+    checks.require(slope is None or 0 <= slope < 1,
+                   f"leaky_slope must be in [0, 1) (the slope of leaky_relu below zero), "
+                   f"got {slope}.")

@@ -133,7 +133,7 @@ def test_bad_names_and_values_say_what_is_allowed(name, lr, kwargs, message):
 def test_momentum_rho_and_epsilon_reach_the_optimizers_that_read_them():
     from tests.training.test_config import parse
     from training.checks import ConfigError
-    from training.trainer import compile_model, build_model
+    from training.trainer import build_model, compile_model
 
     def built(argv):
         config = parse(argv)
