@@ -134,6 +134,14 @@ def test_empty_splits_are_refused_before_training(tmp_path):
     assert list(tmp_path.iterdir()) == []  # refused before a run directory was made
 
 
+def test_the_val_accuracy_drop_stop_needs_a_validation_split(tmp_path):
+    with pytest.raises(ValueError, match=r"validation split is empty .*but the val_accuracy drop "
+                                         r"stop \(--max-val-drop\) watch"):
+        train(quick_config(tmp_path, data__val_split=0.0, callbacks__early_stopping_patience=0,
+                           callbacks__checkpoint_best=False, callbacks__max_val_drop=0.1))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_same_seed_repeats_a_run(tmp_path):
     a = train(quick_config(tmp_path / "a", epochs=2))
     b = train(quick_config(tmp_path / "b", epochs=2))
