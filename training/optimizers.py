@@ -52,8 +52,8 @@ def build_optimizer(
     `momentum` is SGD's and RMSprop's (None: 0.9 for SGD, 0 for RMSprop as in Keras), `nesterov`
     SGD's; `rho` is RMSprop's decay of its squared-gradient average; `epsilon` (added to the
     denominator) is read by Adam, AdamW, Nadam, RMSprop and Adagrad. Each optimizer ignores the
-    settings it has no use for. At most one of `clip_value` (each gradient entry to [-v, v]), `clip_norm`
-    (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
+    settings it has no use for. At most one of `clip_value` (each gradient entry to [-v, v]),
+    `clip_norm` (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
     `ema=True` keeps an exponential moving average of the weights, which `fit` copies into the
     model when training ends.
     """
@@ -86,10 +86,12 @@ def build_optimizer(
         "use_ema": ema,
         "ema_momentum": ema_momentum,
     }
+    if name in MOMENTUM_DEFAULTS:
+        kwargs["momentum"] = momentum
     if name == "sgd":
-        kwargs.update(momentum=momentum, nesterov=nesterov)
-    if name == "rmsprop":
-        kwargs.update(momentum=momentum, rho=rho)
+        kwargs["nesterov"] = nesterov
+    if name in RHO_OPTIMIZERS:
+        kwargs["rho"] = rho
     if name in EPSILON_OPTIMIZERS:
         kwargs["epsilon"] = epsilon
     return _CLASSES[name](**kwargs)
