@@ -62,6 +62,22 @@ def _random_erasing(image_shape, layer_kwargs, probability=0.25, scale=(0.02, 0.
     )
 
 
+def _cutout(image_shape, layer_kwargs, size=None, *, mean):
+    """Cutout (DeVries & Taylor 2017): a `size`-pixel square (default half the side) set to zero
+    in the standardized input the model sees, i.e. to the training mean colour in the raw
+    0..255 pixels the pipeline carries, on every image. Keras' RandomErasing does it with a
+    fixed scale and fill; its square lies inside the image (DeVries' may overhang an edge)."""
+    side = min(image_shape[:2])
+    size = max(1, round(side / 2)) if size is None else size
+    if not 1 <= size <= side:
+        raise ValueError(f"cutout size must be 1..{side} pixels for {side}-pixel images, "
+                         f"received {size}")
+    fraction = (size / side) ** 2  # RandomErasing's scale is an area: each side is its root
+    fill = [float(m) for m in mean] if len(mean) == 3 else float(mean[0])
+    return keras.layers.RandomErasing(factor=(1.0, 1.0), scale=(fraction, fraction),
+                                      fill_value=fill, value_range=VALUE_RANGE, **layer_kwargs)
+
+
 def _rand_augment(image_shape, layer_kwargs, num_ops=2, magnitude=0.5):
     return keras.layers.RandAugment(
         value_range=VALUE_RANGE, num_ops=num_ops, factor=magnitude, **layer_kwargs
@@ -84,6 +100,7 @@ OPS = {
     "translation": _translation,
     "color_jitter": _color_jitter,
     "random_erasing": _random_erasing,
+    "cutout": _cutout,
     "rand_augment": _rand_augment,
     "mixup": _mixup,
     "cutmix": _cutmix,
@@ -102,11 +119,14 @@ PRESETS = {
 
 
 def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes, flip_safe,
-                       seed=0):
+                       seed=0, mean=None):
     """A callable (images, one-hot labels) -> (images, labels) on batches, or None.
 
-    `ops` overrides the preset with a list of op names or one-key mappings from an op name to
-    its parameters, e.g. `["flip", {"rotation": {"degrees": 15}}]`. Presets leave out the flip
+    `ops` overrides the preset with a list of op names, `name:value` strings that set an op's
+    first parameter (`random_crop:4`, `cutout:8`) or one-key mappings from an op name to its
+    parameters, e.g. `["flip", {"rotation": {"degrees": 15}}]`. `mean` is the training images'
+    per-channel mean in 0..255, which the model standardizes to zero (cutout fills with it).
+    Presets leave out the flip
     when `flip_safe` is False and color ops on 1-channel images; explicit ops that do not fit
     the data are an error. Images stay float32 in 0..255.
     """
@@ -127,7 +147,7 @@ def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes,
     if num_classes < 2 and any(name in ("mixup", "cutmix") for name, _ in specs):
         raise ValueError(f"mixup and cutmix need at least 2 classes, received {num_classes}")
 
-    layers = [_make_op(name, params, image_shape, index, seed + index)
+    layers = [_make_op(name, params, image_shape, index, seed + index, mean)
               for index, (name, params) in enumerate(specs)]
     pipeline = keras.layers.Pipeline(layers, name="augmentation")
 
@@ -143,27 +163,48 @@ def _parse_op(op):
     """(name, params) of an op given as a name or a one-key mapping; refuses unknown names and
     parameters."""
     if isinstance(op, str):
-        name, params = op, {}
+        name, _, value = op.partition(":")
+        params = {}
+        if value:
+            checks.one_of("augmentation op", name, OPS)
+            first = _user_parameters(name)[:1]
+            checks.require(first, f"augmentation op {name!r} takes no value, received {op!r}")
+            try:
+                params[first[0]] = int(value) if value.lstrip("-").isdigit() else float(value)
+            except ValueError:
+                raise checks.ConfigError(f"augmentation op {op!r}: the value after ':' must be "
+                                         f"a number, its {first[0]}") from None
     else:
         checks.require(
             isinstance(op, dict) and len(op) == 1,
-            f"an augmentation op is a name or a one-key mapping {{name: {{param: value}}}}, "
-            f"received {op!r}",
+            f"an augmentation op is a name, name:value or a one-key mapping "
+            f"{{name: {{param: value}}}}, received {op!r}",
         )
         ((name, params),) = op.items()
         params = dict(params or {})
     checks.one_of("augmentation op", name, OPS)
-    allowed = list(inspect.signature(OPS[name]).parameters)[2:]
+    allowed = _user_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     checks.require(not unknown, f"unknown parameters {unknown} for augmentation op {name!r}; "
                                 f"valid parameters: {allowed or 'none'}")
     return name, params
 
 
-def _make_op(name, params, image_shape, index, seed):
+def _user_parameters(name):
+    """An op's parameters a user sets: after (image_shape, layer_kwargs), before the keyword-only
+    ones, which describe the data."""
+    parameters = list(inspect.signature(OPS[name]).parameters.values())[2:]
+    return [p.name for p in parameters if p.kind != p.KEYWORD_ONLY]
+
+
+def _make_op(name, params, image_shape, index, seed, mean):
     builder = OPS[name]
     # float32 whatever the global dtype policy: mixed precision is for the model, not the data.
     layer_kwargs = {"seed": seed, "name": f"augment_{index}_{name}", "dtype": "float32"}
+    if "mean" in inspect.signature(builder).parameters:
+        if mean is None:
+            raise ValueError(f"augmentation op {name!r} needs the training images' mean")
+        params = {**params, "mean": mean}
     return builder(image_shape, layer_kwargs, **params)
 
 

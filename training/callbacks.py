@@ -113,25 +113,27 @@ class StopAtPerfectAccuracy(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class StopOnAccuracyDrop(keras.callbacks.Callback):
-    """Stops when the training accuracy falls more than max_drop below its best (instability)."""
+class StopOnMetricDrop(keras.callbacks.Callback):
+    """Stops when `monitor` (a higher-is-better metric such as accuracy or val_accuracy) falls
+    more than max_drop below its best: the run has become unstable or started to overfit."""
 
-    def __init__(self, max_drop):
+    def __init__(self, monitor, max_drop):
         super().__init__()
+        self.monitor = monitor
         self.max_drop = max_drop
 
     def on_train_begin(self, logs=None):
         self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracy = logs.get("accuracy")
-        if accuracy is None:
+        value = logs.get(self.monitor)
+        if value is None:
             return
-        if self.best is None or accuracy > self.best:
-            self.best = accuracy
-        elif self.best - accuracy > self.max_drop:
-            print(f"Epoch {epoch + 1}: training accuracy fell from {self.best:.4f} to "
-                  f"{accuracy:.4f}, more than {self.max_drop}: stopping.")
+        if self.best is None or value > self.best:
+            self.best = value
+        elif self.best - value > self.max_drop:
+            print(f"Epoch {epoch + 1}: {self.monitor} fell from {self.best:.4f} to "
+                  f"{value:.4f}, more than {self.max_drop}: stopping.")
             self.model.stop_training = True
 
 
@@ -256,10 +258,12 @@ class ResumablePlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
         self.cooldown_counter = state["cooldown_counter"]
 
 
-class ResumableStopOnAccuracyDrop(_Resumable, StopOnAccuracyDrop):
-    """StopOnAccuracyDrop that keeps its best accuracy across a resumed fit."""
+class ResumableStopOnMetricDrop(_Resumable, StopOnMetricDrop):
+    """StopOnMetricDrop that keeps its best value across a resumed fit."""
 
-    state_name = "accuracy_drop"
+    @property
+    def state_name(self):  # one state file per watched metric
+        return f"{self.monitor}_drop"
 
     def _state(self):
         return {"best": self.best}
@@ -327,6 +331,8 @@ def build_callbacks(
     monitor="val_loss",
     stop_at_perfect_train_accuracy=False,
     max_train_accuracy_drop=None,
+    max_val_accuracy_drop=None,
+    min_delta=0.0,
     checkpoint_best=True,
     tensorboard=False,
     plateau=None,
@@ -341,8 +347,11 @@ def build_callbacks(
     `plateau` is None or a dict with any of factor, patience, min_lr (defaults in
     PLATEAU_DEFAULTS); it needs a float learning rate. With `ema` (the optimizer keeps an
     average of the weights) validation measures the averaged weights and the fit ends with them:
-    early stopping still stops, but does not restore an earlier epoch's raw weights over them. `backup` needs a built model. Training
-    accuracy is logs["accuracy"]. A diverging fit raises TrainingDiverged (StopOnDivergence).
+    early stopping still stops, but does not restore an earlier epoch's raw weights over them.
+    `backup` needs a built model. Training accuracy is logs["accuracy"]; `max_val_accuracy_drop`
+    watches logs["val_accuracy"]; `min_delta` is the least change of `monitor` that early
+    stopping counts as an improvement. A diverging fit raises TrainingDiverged
+    (StopOnDivergence).
     """
     check_stops(early_stopping_patience, max_train_accuracy_drop)
     run_dir = pathlib.Path(run_dir)
@@ -363,11 +372,13 @@ def build_callbacks(
     callbacks += [LearningRateLogger(), StopOnDivergence()]
     if stop_at_perfect_train_accuracy:
         callbacks.append(StopAtPerfectAccuracy())
-    if max_train_accuracy_drop is not None:
-        callbacks.append(ResumableStopOnAccuracyDrop(max_train_accuracy_drop,
-                                                     state_dir=state_dir))
+    for watched, max_drop in (("accuracy", max_train_accuracy_drop),
+                              ("val_accuracy", max_val_accuracy_drop)):
+        if max_drop is not None:
+            callbacks.append(ResumableStopOnMetricDrop(watched, max_drop, state_dir=state_dir))
     if early_stopping_patience:
         callbacks.append(ResumableEarlyStopping(monitor=monitor, patience=early_stopping_patience,
+                                                min_delta=min_delta,
                                                 restore_best_weights=not ema, verbose=1,
                                                 state_dir=state_dir))
     if checkpoint_best:
@@ -392,3 +403,7 @@ def check_config(config):
     check_plateau(schedule.plateau_factor, schedule.plateau_patience, schedule.min_lr,
                   names=("schedule.plateau_factor", "schedule.plateau_patience",
                          "schedule.min_lr"))
+    settings = config.callbacks
+    if settings.max_val_drop is not None:
+        checks.in_range("callbacks.max_val_drop", settings.max_val_drop, 0, 1, low_open=True)
+    checks.in_range("callbacks.min_delta", settings.min_delta, 0)

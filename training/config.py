@@ -59,6 +59,8 @@ class ModelConfig:
     kernel_initializer: Optional[str] = option(None, "kernel initializer instead of the model's own (he_normal, glorot_uniform, ...)")
     dropout: Optional[float] = option(None, "dropout rate instead of the model's own")
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
+    leaky_slope: Optional[float] = option(None, "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own")
+    binary: bool = option(False, "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax")
     options: dict = option({}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag="")
     init_from: Optional[str] = option(None, "start from the weights of a previous run directory or its model.keras", metavar="PATH")
 
@@ -67,8 +69,10 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = option("adam", "optimizer", flag="--optimizer", choices="training.optimizers.OPTIMIZERS")
     lr: float = option(2e-3, "base learning rate (per the global batch)")
-    momentum: float = option(0.9, "momentum (sgd, rmsprop)")
-    nesterov: bool = option(False, "Nesterov momentum (sgd)")
+    momentum: Optional[float] = option(None, "momentum of sgd and rmsprop, ignored by the others (unset: 0.9 for sgd, 0 for rmsprop)")
+    nesterov: bool = option(False, "Nesterov momentum (sgd only)")
+    rho: float = option(0.9, "rmsprop only: decay of its moving average of squared gradients")
+    epsilon: float = option(1e-7, "adam, adamw, nadam, rmsprop, adagrad: the constant added to the denominator for stability")
     weight_decay: float = option(0.0, "decoupled weight decay applied by the optimizer")
     clip_value: Optional[float] = option(None, "clip each gradient element to [-v, v]")
     clip_norm: Optional[float] = option(None, "clip each gradient to this L2 norm")
@@ -102,6 +106,8 @@ class CallbacksConfig:
     early_stopping_patience: int = option(10, "stop after this many epochs without val_loss improvement and restore the best weights (0: off)", flag="--patience")
     stop_at_perfect_accuracy: bool = option(False, "stop when training accuracy reaches 100%")
     max_accuracy_drop: Optional[float] = option(None, "stop when training accuracy falls this far below its best (e.g. 0.2)")
+    max_val_drop: Optional[float] = option(None, "stop when val_accuracy falls this far below its best (e.g. 0.1)")
+    min_delta: float = option(0.0, "early stopping: the least improvement of val_loss that resets --patience")
     checkpoint_best: bool = option(True, "keep best.keras, the model with the lowest val_loss")
     tensorboard: bool = option(False, "write TensorBoard logs to <run>/tensorboard")
 

@@ -41,6 +41,8 @@ FLIP_UNSAFE_DATASETS = frozenset(
 # Sampled to choose a fixed image size when a tensorflow-datasets source has variable sizes.
 SIZE_SAMPLE = 512
 PROBE_TIMEOUT_SECONDS = 3.0
+# Examples the training pipeline's shuffle buffer holds (the whole split up to this size).
+SHUFFLE_BUFFER = 10_000
 
 
 @dataclasses.dataclass
@@ -108,7 +110,11 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
             # Fractions are of train before any carving: 0.1 and 0.1 of 1797 give 180 + 180.
             train_idx, carved = _carve(labels, train_idx, round(fraction * train.size), seed)
             parts[split] = train, carved
-    parts["train"] = train, train_idx
+    # Folders (and many arrays) list their examples class by class, and a shuffle buffer
+    # smaller than the split would then fill each epoch's early batches with a few classes.
+    # A seeded permutation up front mixes them whatever the size. (A tensorflow-datasets split
+    # keeps the order tfds shuffled it into when preparing: its subset is read as a mask.)
+    parts["train"] = train, np.random.default_rng(seed).permutation(train_idx)
 
     base_name = path.stem if path.exists() else name.split(":")[0].split("/")[0]
     return DatasetSplits(
@@ -488,9 +494,10 @@ def channel_statistics(train_dataset):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment=None,
-                  cache=True, shuffle_buffer=10_000):
-    """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels).
+def make_pipeline(dataset, *, batch_size, num_classes, training, binary=False, seed=0,
+                  augment=None, cache=True, shuffle_buffer=SHUFFLE_BUFFER):
+    """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels),
+    or with `binary` (two classes) labels of shape (batch, 1): 1.0 for the second class.
 
     Training pipelines reshuffle every epoch (seeded) and apply `augment`, a callable on a
     batch of (images, one-hot labels), in parallel map calls on the CPU.
@@ -499,6 +506,8 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment
         raise ValueError(f"batch_size must be at least 1, received {batch_size}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be at least 1, received {num_classes}")
+    if binary and int(num_classes) != 2:
+        raise ValueError(f"binary labels need exactly 2 classes, received {num_classes}")
     # Pixels are 8-bit: caching them as uint8 takes a quarter of the memory of float32.
     dataset = dataset.map(
         lambda image, label: (tf.cast(tf.round(tf.clip_by_value(
@@ -509,9 +518,13 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, seed=0, augment
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    def encode(labels):
+        if binary:
+            return tf.cast(labels, tf.float32)[:, None]
+        return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
     dataset = dataset.batch(batch_size).map(
-        lambda images, labels: (tf.cast(images, tf.float32),
-                                tf.one_hot(labels, num_classes, dtype=tf.float32)),
+        lambda images, labels: (tf.cast(images, tf.float32), encode(labels)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if training and augment is not None:

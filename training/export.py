@@ -6,7 +6,8 @@ the new one in. A failure or a kill therefore leaves either the previous complet
 of a given artifact, never a half-written one.
 
 The SavedModel's `serving_default` signature takes `image`: float32 [None, H, W, C] raw pixels
-(0..255; the model normalizes them itself) and returns `probabilities`: float32 [None, classes].
+(0..255; the model normalizes them itself) and returns `probabilities`: float32 [None, classes]
+([None, 1], the probability of the second class, for a binary model).
 
     reloaded = tf.saved_model.load("saved_models/lenet5-digits/saved_model")
     reloaded.signatures["serving_default"](image=pixels)["probabilities"]
@@ -35,7 +36,9 @@ def export_model(model, run_dir, *, class_names):
     if not run_dir.is_dir():
         raise ValueError(f"run_dir {str(run_dir)!r} is not an existing directory")
     class_names = [str(name) for name in class_names]
-    num_classes = model.outputs[0].shape[-1]
+    outputs = model.outputs[0].shape[-1]
+    # A binary model has one sigmoid unit, the probability of class_names[1].
+    num_classes = 2 if outputs == 1 else outputs
     if len(class_names) != num_classes:
         raise ValueError(
             f"class_names has {len(class_names)} names but the model outputs {num_classes} classes"

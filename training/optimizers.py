@@ -23,12 +23,20 @@ _CLASSES = {
 }
 
 
+# Which optimizers read which setting; the others ignore it. momentum=None takes these defaults.
+MOMENTUM_DEFAULTS = {"sgd": 0.9, "rmsprop": 0.0}
+RHO_OPTIMIZERS = ("rmsprop",)
+EPSILON_OPTIMIZERS = ("adam", "adamw", "nadam", "rmsprop", "adagrad")
+
+
 def build_optimizer(
     name,
     learning_rate,
     *,
-    momentum=0.9,
+    momentum=None,
     nesterov=False,
+    rho=0.9,
+    epsilon=1e-7,
     weight_decay=0.0,
     clip_value=None,
     clip_norm=None,
@@ -38,15 +46,20 @@ def build_optimizer(
 ):
     """A Keras optimizer. `learning_rate` is a float or a LearningRateSchedule.
 
-    `momentum` and `nesterov` are SGD's (the other optimizers keep their own moment estimates and
-    ignore them). At most one of `clip_value` (each gradient entry to [-v, v]), `clip_norm`
-    (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
+    `momentum` is SGD's and RMSprop's (None: 0.9 for SGD, 0 for RMSprop as in Keras), `nesterov`
+    SGD's; `rho` is RMSprop's decay of its squared-gradient average; `epsilon` (added to the
+    denominator) is read by Adam, AdamW, Nadam, RMSprop and Adagrad. Each optimizer ignores the
+    settings it has no use for. At most one of `clip_value` (each gradient entry to [-v, v]),
+    `clip_norm` (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
     `ema=True` keeps an exponential moving average of the weights, which `fit` copies into the
     model when training ends.
     """
-    check_arguments(name, learning_rate, momentum=momentum, nesterov=nesterov,
-                    weight_decay=weight_decay, clip_value=clip_value, clip_norm=clip_norm,
-                    global_clip_norm=global_clip_norm, ema_momentum=ema_momentum)
+    if momentum is None:
+        momentum = MOMENTUM_DEFAULTS.get(name, 0.0)
+    check_arguments(name, learning_rate, momentum=momentum, nesterov=nesterov, rho=rho,
+                    epsilon=epsilon, weight_decay=weight_decay, clip_value=clip_value,
+                    clip_norm=clip_norm, global_clip_norm=global_clip_norm,
+                    ema_momentum=ema_momentum)
 
     kwargs = {
         "learning_rate": learning_rate,
@@ -58,25 +71,36 @@ def build_optimizer(
         "use_ema": ema,
         "ema_momentum": ema_momentum,
     }
+    if name in MOMENTUM_DEFAULTS:
+        kwargs["momentum"] = momentum
     if name == "sgd":
-        kwargs.update(momentum=momentum, nesterov=nesterov)
+        kwargs["nesterov"] = nesterov
+    if name in RHO_OPTIMIZERS:
+        kwargs["rho"] = rho
+    if name in EPSILON_OPTIMIZERS:
+        kwargs["epsilon"] = epsilon
     return _CLASSES[name](**kwargs)
 
 
-def check_arguments(name, learning_rate, *, momentum, nesterov, weight_decay, clip_value,
-                    clip_norm, global_clip_norm, ema_momentum=EMA_MOMENTUM, section=""):
+def check_arguments(name, learning_rate, *, momentum, nesterov, rho, epsilon, weight_decay,
+                    clip_value, clip_norm, global_clip_norm, ema_momentum=EMA_MOMENTUM,
+                    section=""):
     """The rules of build_optimizer's arguments; `section` ("optimizer.") names them as the
-    config does, where the learning rate is `lr`."""
+    config does, where the learning rate is `lr`. `momentum` None is the optimizer's default."""
     checks.one_of("optimizer", name, OPTIMIZERS)
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         checks.in_range(f"{section}lr" if section else "learning_rate", learning_rate, 0,
                         low_open=True)
+    if momentum is None:
+        momentum = MOMENTUM_DEFAULTS.get(name, 0.0)
     checks.in_range(f"{section}momentum", momentum, 0, 1)
     checks.require(not (nesterov and name == "sgd" and momentum == 0),
                    f"{section}nesterov needs SGD momentum > 0; got momentum 0.")
     checks.require(not (nesterov and name != "sgd"),
                    f"{section}nesterov applies to 'sgd' only (use 'nadam' for Nesterov Adam); "
                    f"got optimizer {name!r}.")
+    checks.in_range(f"{section}rho", rho, 0, 1)
+    checks.in_range(f"{section}epsilon", epsilon, 0, low_open=True)
     checks.in_range(f"{section}weight_decay", weight_decay, 0)
     clips = {"clip_value": clip_value, "clip_norm": clip_norm,
              "global_clip_norm": global_clip_norm}
@@ -91,8 +115,8 @@ def check_arguments(name, learning_rate, *, momentum, nesterov, weight_decay, cl
 def check_config(config):
     opt = config.optimizer
     check_arguments(opt.name, opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                    weight_decay=opt.weight_decay, clip_value=opt.clip_value,
-                    clip_norm=opt.clip_norm, global_clip_norm=opt.global_clip_norm,
-                    section="optimizer.")
+                    rho=opt.rho, epsilon=opt.epsilon, weight_decay=opt.weight_decay,
+                    clip_value=opt.clip_value, clip_norm=opt.clip_norm,
+                    global_clip_norm=opt.global_clip_norm, section="optimizer.")
     # The loss's, but set beside the optimizer's knobs.
     checks.in_range("optimizer.label_smoothing", opt.label_smoothing, 0, 1)

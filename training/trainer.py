@@ -41,6 +41,7 @@ MODEL_OVERRIDES = {
     "kernel_initializer": "kernel_initializer",
     "dropout": "dropout_rate",
     "l2": "weight_decay",
+    "leaky_slope": "leaky_slope",
 }
 
 
@@ -70,6 +71,8 @@ def input_shape_for(config: TrainConfig, channels: int) -> tuple:
 
 def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:
     kwargs = {"input_shape": input_shape, "num_classes": num_classes}
+    if config.model.binary:  # the probability of the second class
+        kwargs.update(num_classes=1, classifier_activation="sigmoid")
     for field, argument in MODEL_OVERRIDES.items():
         value = getattr(config.model, field)
         if value is not None and not (field == "l2" and value == 0):
@@ -138,20 +141,23 @@ def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_
         learning_rate,
         momentum=opt.momentum,
         nesterov=opt.nesterov,
+        rho=opt.rho,
+        epsilon=opt.epsilon,
         weight_decay=opt.weight_decay,
         clip_value=opt.clip_value,
         clip_norm=opt.clip_norm,
         global_clip_norm=opt.global_clip_norm,
         ema=opt.ema,
     )
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes >= 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing),
-        metrics=metrics,
-    )
+    if config.model.binary:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=opt.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if num_classes >= 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def read_history(path) -> dict:
@@ -210,6 +216,7 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
         num_classes=prepared.num_classes,
         flip_safe=prepared.flip_safe,
         seed=config.seed,
+        mean=prepared.mean,
     )
     return {
         name: data.make_pipeline(
@@ -217,6 +224,7 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
             batch_size=global_batch,
             num_classes=prepared.num_classes,
             training=name == "train",
+            binary=config.model.binary,
             seed=config.seed,
             augment=augmentation if name == "train" else None,
             cache=config.data.cache,
@@ -229,6 +237,13 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
 
 def check_splits(config: TrainConfig, prepared: PreparedData):
     """Refuse, before any training, a run whose splits cannot give what the config asks for."""
+    if config.model.binary and prepared.num_classes != 2:
+        raise ValueError(
+            f"--binary needs a dataset of exactly two classes, but {config.data.dataset} has "
+            f"{prepared.num_classes} ({', '.join(prepared.class_names[:12])}"
+            f"{', ...' if prepared.num_classes > 12 else ''}): leave --binary off for a "
+            f"softmax over its classes."
+        )
     if prepared.num_examples["test"] == 0:
         raise ValueError(
             "the test split is empty, and a run ends by evaluating on it: set --test-split above "
@@ -239,11 +254,12 @@ def check_splits(config: TrainConfig, prepared: PreparedData):
             ("early stopping (--patience 0 turns it off)", config.callbacks.early_stopping_patience),
             ("best.keras (--checkpoint-best false)", config.callbacks.checkpoint_best),
             ("the plateau schedule", config.schedule.name == "plateau"),
+            ("the val_accuracy drop stop (--max-val-drop)", config.callbacks.max_val_drop is not None),
         ) if used]
         if needs:
             raise ValueError(
                 f"the validation split is empty (val_split {config.data.val_split}), but "
-                f"{', '.join(needs)} watch the validation loss: set --val-split above 0 or "
+                f"{', '.join(needs)} watch the validation split: set --val-split above 0 or "
                 f"turn those off."
             )
 
@@ -265,6 +281,8 @@ def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
         monitor=monitor,
         stop_at_perfect_train_accuracy=config.callbacks.stop_at_perfect_accuracy,
         max_train_accuracy_drop=config.callbacks.max_accuracy_drop,
+        max_val_accuracy_drop=config.callbacks.max_val_drop,
+        min_delta=config.callbacks.min_delta,
         checkpoint_best=(config.callbacks.checkpoint_best if checkpoint_best is None
                          else checkpoint_best),
         tensorboard=config.callbacks.tensorboard,
@@ -346,6 +364,9 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
 
     prepared = prepare_data(config)
     check_splits(config, prepared)
+    global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
+    # Before the run directory: building the augmentation refuses ops that do not fit the data.
+    pipelines = make_pipelines(config, prepared, global_batch)
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
@@ -356,8 +377,6 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         prepared.num_examples["test"], prepared.input_shape, policy, replicas,
     )
 
-    global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
-    pipelines = make_pipelines(config, prepared, global_batch)
     with strategy.scope():
         model = build_model(config, prepared.input_shape, prepared.num_classes,
                             prepared.mean, prepared.std)
@@ -431,6 +450,8 @@ def check_config(config):
             checks.one_of(f"model.{field}", getattr(model, field), names)
     if model.dropout is not None:
         checks.in_range("model.dropout", model.dropout, 0, 1)
+    if model.leaky_slope is not None:
+        checks.in_range("model.leaky_slope", model.leaky_slope, 0, 1)
     checks.in_range("model.l2", model.l2, 0)
     for argument in TRAINER_SET_ARGUMENTS:
         checks.require(argument not in model.options,

@@ -37,7 +37,9 @@ def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
             (parent, parent_values), = entry["when"].items()
             condition = {"parent_name": parent, "parent_values": parent_values}
         kind, default = entry["type"], entry.get("default")
-        if kind == "float":
+        if kind == "float" and entry.get("sampling") == "log_one_minus":
+            value = _sample_one_minus(hp, path, entry, condition)
+        elif kind == "float":
             value = hp.Float(path, entry["min"], entry["max"], step=entry.get("step"),
                              sampling=entry.get("sampling", "linear"), default=default, **condition)
         elif kind == "int":
@@ -50,6 +52,20 @@ def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
         if value is not None:
             values[path] = value
     return values
+
+
+def _sample_one_minus(hp, path, entry, condition):
+    """A value whose distance from 1 is log-uniform (momentum 0.9 ... 0.999 as 1 - m in
+    0.001 ... 0.1). KerasTuner's reverse_log is not this: it is log-uniform in max + min - value.
+    The tuner's own hyperparameter, named `1-<path>`, holds 1 - value."""
+    default = entry.get("default")
+    complement = hp.Float(f"1-{path}", 1 - entry["max"], 1 - entry["min"], step=entry.get("step"),
+                          sampling="log", default=None if default is None else 1 - default,
+                          **condition)
+    if complement is None:  # inactive
+        return None
+    # 1 - (1 - x) may land an ulp outside [min, max].
+    return min(max(1 - complement, entry["min"]), entry["max"])
 
 
 def apply_values(config: TrainConfig, values: dict) -> TrainConfig:

@@ -23,7 +23,7 @@ import yaml
 from training import checks, rundir
 from training.config import TrainConfig, from_dict, load_yaml, option
 from tuning import spaces
-from tuning.hypermodel import OBJECTIVES
+from tuning.hypermodel import OBJECTIVES, sample
 
 log = logging.getLogger("tuning")
 
@@ -315,9 +315,8 @@ def retrain_config(best: TrainConfig) -> TrainConfig:
 
 def trial_row(trial, space) -> dict:
     """One trial as a leaderboard row; `hyperparameters` holds the active values of the space."""
-    hps = trial.hyperparameters
-    values = {path: hps.values[path] for path in space
-              if path in hps.values and hps.is_active(path)}
+    # The space's values, as the trial's build drew them (some hyperparameters are mapped).
+    values = sample(trial.hyperparameters.copy(), space)
 
     def metric(name):
         return trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None

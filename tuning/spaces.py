@@ -4,7 +4,8 @@ An entry is keyed by the config path it sets (`optimizer.lr`, `data.batch_size`,
 `model.options.num_stages`, ...) and holds
 
     type: float | int | choice | boolean
-    min, max, step, sampling (linear | log)    for float and int
+    min, max, step, sampling (linear | log)    for float and int; a float may also take
+                                                log_one_minus: 1 - value is log-uniform
     values                                      for choice
     default                                     optional, the value of the first build
     when: {PATH: [values]}                      optional, active only while the choice PATH
@@ -23,7 +24,7 @@ import zoo
 from training.config import TrainConfig, nested
 
 TYPES = ("float", "int", "choice", "boolean")
-SAMPLINGS = ("linear", "log")
+SAMPLINGS = ("linear", "log", "log_one_minus")
 KEYS = {
     "float": {"type", "min", "max", "step", "sampling", "default", "when"},
     "int": {"type", "min", "max", "step", "sampling", "default", "when"},
@@ -38,9 +39,10 @@ SEARCHABLE_DATA_PATHS = ("data.batch_size",)
 COMMON_SPACE = {
     "optimizer.name": {"type": "choice", "values": ["adam", "sgd", "rmsprop"]},
     "optimizer.lr": {"type": "float", "min": 1e-5, "max": 1e-1, "sampling": "log", "default": 1e-3},
-    # Only SGD reads the momentum (training.optimizers): the others keep their own moments.
-    "optimizer.momentum": {"type": "float", "min": 0.8, "max": 0.99, "default": 0.9,
-                           "when": {"optimizer.name": ["sgd"]}},
+    # 1 - momentum log-uniform in [0.001, 0.1], as the course notes' table samples it. Searched
+    # for SGD only: RMSprop keeps its default of no momentum in a search.
+    "optimizer.momentum": {"type": "float", "min": 0.9, "max": 0.999, "sampling": "log_one_minus",
+                           "default": 0.9, "when": {"optimizer.name": ["sgd"]}},
     "optimizer.weight_decay": {"type": "float", "min": 1e-6, "max": 1e-2, "sampling": "log",
                                "default": 1e-4},
     "data.batch_size": {"type": "choice", "values": [32, 64, 128], "default": 64},
@@ -145,6 +147,9 @@ def check_entry(path, entry):
                              f"got {sampling!r}.")
         if sampling == "log" and entry["min"] <= 0:
             raise ValueError(f"space {path}: log sampling needs min > 0, got {entry['min']}.")
+        if sampling == "log_one_minus" and not (kind == "float" and entry["max"] < 1):
+            raise ValueError(f"space {path}: log_one_minus sampling (1 - value on a log scale) "
+                             f"needs a float range below 1, got a {kind} up to {entry['max']}.")
         if "step" in entry and not (_is_number(entry["step"], number) and entry["step"] > 0):
             raise ValueError(f"space {path}: step must be a positive {kind}, got {entry['step']!r}.")
         if "default" in entry and not (_is_number(entry["default"], number)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from training import augment, data
 
 SHAPE = (48, 48, 3)
+MEAN = np.array([121.5, 110.25, 100.0], np.float32)  # a training mean, as the trainer passes it
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,8 @@ def signs(shared_datasets):
 
 
 def build(preset="standard", **kwargs):
-    kwargs = {"image_shape": SHAPE, "num_classes": 10, "flip_safe": True, **kwargs}
+    kwargs = {"image_shape": SHAPE, "num_classes": 10, "flip_safe": True,
+              "mean": MEAN, **kwargs}
     return augment.build_augmentation(preset, **kwargs)
 
 
@@ -161,3 +163,42 @@ def test_runs_in_tf_data_in_float32_under_mixed_precision():
     for batch_images, batch_labels in dataset:
         assert batch_images.dtype == tf.float32 and batch_labels.dtype == tf.float32
         assert batch_images.shape == (8, 16, 16, 3)
+
+
+def test_cutout_fills_a_square_with_the_mean_the_model_standardizes_to_zero():
+    from training.config import TrainConfig
+    from training.trainer import build_model
+
+    images = np.full((6, *SHAPE), 200.0, np.float32)
+    labels = np.eye(10, dtype=np.float32)[:6]
+    for op, size in (("cutout", 24), ("cutout:8", 8)):  # default: half the side
+        out = apply(build(ops=[op], seed=1), images, labels)[0]
+        for image in out:
+            erased = np.any(image != 200.0, axis=-1)
+            rows, cols = np.nonzero(erased)
+            assert erased.sum() == size * size  # one size x size square
+            assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (size, size)
+            np.testing.assert_array_equal(image[erased], np.broadcast_to(MEAN, (size * size, 3)))
+            np.testing.assert_array_equal(image[~erased], 200.0)
+    # The model's first layer maps that fill to exactly zero: the notes' cutout of a normalized
+    # input.
+    model = build_model(TrainConfig(), SHAPE, 10, MEAN, np.array([50.0, 60.0, 70.0]))
+    standardized = model.get_layer("standardize")(out)
+    np.testing.assert_array_equal(np.asarray(standardized)[np.any(out != 200.0, axis=-1)], 0.0)
+    gray = augment.build_augmentation(ops=["cutout:3"], image_shape=(8, 8, 1), num_classes=10,
+                                      flip_safe=False, mean=np.array([17.0]))
+    out = apply(gray, np.full((2, 8, 8, 1), 90.0, np.float32), labels[:2])[0]
+    assert sorted(np.unique(out)) == [17.0, 90.0] and (out == 17.0).sum() == 2 * 9
+    with pytest.raises(ValueError, match="cutout size must be 1..48 pixels.*received 60"):
+        build(ops=["cutout:60"])
+    with pytest.raises(ValueError, match="'flip' takes no value"):
+        build(ops=["flip:3"])
+    with pytest.raises(ValueError, match="value after ':' must be a number, its size"):
+        build(ops=["cutout:big"])
+
+
+def test_op_values_after_a_colon_set_the_first_parameter():
+    images, labels = left_bright_batch(3)
+    np.testing.assert_allclose(apply(build(ops=["rotation:0"]), images, labels)[0], images,
+                               atol=1e-3)
+    assert np.abs(apply(build(ops=["rotation:90"]), images, labels)[0] - images).mean() > 20

@@ -107,7 +107,7 @@ def test_default_list_and_order(tmp_path):
                                 stop_at_perfect_train_accuracy=True, max_train_accuracy_drop=0.1)
     assert [type(c).__name__ for c in callbacks] == [
         "ResumablePlateau", "LearningRateLogger", "StopOnDivergence", "StopAtPerfectAccuracy",
-        "ResumableStopOnAccuracyDrop", "ResumableEarlyStopping", "ResumableCheckpoint",
+        "ResumableStopOnMetricDrop", "ResumableEarlyStopping", "ResumableCheckpoint",
         "HistoryCSV", "TensorBoard", "BackupAndRestore",
     ]
     plateau = callbacks[0]
@@ -197,6 +197,51 @@ def test_stops_when_training_accuracy_drops(tmp_path, digits, capsys):
     history = fit(model, digits, callbacks, epochs=6)
     assert len(history.history["loss"]) == 4  # 0.80 -> 0.69 is a drop of 0.11
     assert "fell from 0.8000 to 0.6900" in capsys.readouterr().out
+
+
+def test_stops_when_val_accuracy_drops_and_keeps_its_best_across_a_resume(tmp_path, digits,
+                                                                        capsys):
+    # Interrupted before epoch index 3, the resumed fit must still know the best 0.80: it stops
+    # at 0.69 (a fall of 0.11; 0.71 is only 0.09). Starting afresh from 0.71 it would not stop.
+    values = [0.50, 0.80, 0.75, 0.71, 0.69, 0.9]
+    _, history = run_interrupted_then_resumed(
+        tmp_path / "resumed", digits, epochs=6, interrupt_at=3,
+        callback_kwargs={"max_val_accuracy_drop": 0.1, "early_stopping_patience": None},
+        extra=[LogsOverride("val_accuracy", values)])
+    assert history.epoch == [3, 4]
+    assert "val_accuracy fell from 0.8000 to 0.6900" in capsys.readouterr().out
+    # Both drop stops keep their own state.
+    both = build_callbacks(tmp_path, max_train_accuracy_drop=0.2, max_val_accuracy_drop=0.1)
+    assert [c.state_name for c in both if type(c).__name__ == "ResumableStopOnMetricDrop"] == [
+        "accuracy_drop", "val_accuracy_drop"]
+
+
+def test_min_delta_is_the_least_improvement_early_stopping_counts(tmp_path, digits):
+    # Each epoch improves val_loss by 0.02: without min_delta that resets the patience every
+    # time; with min_delta 0.05 only the first value counts, and patience 2 stops at epoch 3.
+    values = [1.0, 0.98, 0.96, 0.94]
+    for min_delta, epochs in ((0.0, 4), (0.05, 3)):
+        keras.backend.clear_session()
+        callbacks = [LogsOverride("val_loss", values)] + build_callbacks(
+            tmp_path / str(min_delta), early_stopping_patience=2, min_delta=min_delta)
+        assert len(fit(make_model(0.05), digits, callbacks, epochs=4).epoch) == epochs
+
+
+def test_drop_and_min_delta_flags_reach_the_fit_callbacks_and_bad_values_are_refused(tmp_path):
+    from tests.training.test_config import parse
+    from training.checks import ConfigError
+    from training.trainer import build_fit_callbacks
+
+    config = parse(["--max-val-drop", "0.1", "--min-delta", "0.01"])
+    assert (config.callbacks.max_val_drop, config.callbacks.min_delta) == (0.1, 0.01)
+    by_type = {type(c).__name__: c for c in build_fit_callbacks(config, tmp_path)}
+    drop = by_type["ResumableStopOnMetricDrop"]
+    assert (drop.monitor, drop.max_drop) == ("val_accuracy", 0.1)
+    assert by_type["ResumableEarlyStopping"].min_delta == 0.01
+    with pytest.raises(ConfigError, match=r"max_val_drop must be in \(0, 1\).*got 1.5"):
+        config.replace({"callbacks": {"max_val_drop": 1.5}}).validate()
+    with pytest.raises(ConfigError, match="min_delta must be >= 0.*got -0.1"):
+        config.replace({"callbacks": {"min_delta": -0.1}}).validate()
 
 
 def fit_expecting_divergence(tmp_path, model, x, y, message):

@@ -126,6 +126,7 @@ BAD_FLAGS = [
     (["--kernel-initializer", "he"], "model.kernel_initializer 'he'"),
     (["--dropout", "1.0"], "model.dropout"),
     (["--l2", "-1"], "model.l2"),
+    (["--activation", "leaky_relu", "--leaky-slope", "1.5"], "model.leaky_slope"),
     (["--model", "stagewise_cnn", "--dropout", "0.1", "--set", "model.options.depth=3"],
      "stagewise_cnn has no option 'depth'"),
     (["--init-from", "no/such/run"], "init_from"),
@@ -134,6 +135,8 @@ BAD_FLAGS = [
     (["--momentum", "1.0"], "optimizer.momentum"),
     (["--nesterov"], "optimizer.nesterov"),
     (["--weight-decay", "-0.1"], "optimizer.weight_decay"),
+    (["--optimizer", "rmsprop", "--rho", "1.0"], "optimizer.rho"),
+    (["--epsilon", "0"], "optimizer.epsilon"),
     (["--clip-value", "0"], "optimizer.clip_value"),
     (["--clip-norm", "-1"], "optimizer.clip_norm"),
     (["--global-clip-norm", "0"], "optimizer.global_clip_norm"),
@@ -156,6 +159,8 @@ BAD_FLAGS = [
     (["--augment-ops", "flip,blur"], "augmentation op 'blur'"),
     (["--patience", "-1"], "callbacks.early_stopping_patience"),
     (["--max-accuracy-drop", "1.5"], "callbacks.max_accuracy_drop"),
+    (["--max-val-drop", "0"], "callbacks.max_val_drop"),
+    (["--min-delta", "-0.01"], "callbacks.min_delta"),
     (["--precision", "fp8"], "precision 'fp8'"),
     (["--strategy", "parameter_server"], "strategy 'parameter_server'"),
     (["--strategy", "multi_worker"], "multi_worker needs an explicit run_name"),
@@ -164,7 +169,9 @@ BAD_FLAGS = [
 # Flags with no valid names or range to leave.
 UNCHECKED_FLAGS = {"--seed", "--dataset", "--data-dir", "--manual-dir", "--cache", "--ema",
                    "--stop-at-perfect-accuracy", "--checkpoint-best", "--tensorboard",
-                   "--output-dir", "--overwrite"}
+                   "--output-dir", "--overwrite",
+                   # Needs the data: refused once it is read, before the run directory.
+                   "--binary"}
 
 
 @pytest.mark.parametrize("argv, setting", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])

@@ -298,3 +298,25 @@ def test_evaluation_pipeline_keeps_order_and_skips_augmentation(digits):
     np.testing.assert_array_equal(pipeline_labels(pipeline), source_labels)
     with pytest.raises(ValueError, match="batch_size must be at least 1, received 0"):
         data.make_pipeline(digits.test, batch_size=0, num_classes=10, training=False)
+
+
+def test_a_folder_larger_than_the_shuffle_buffer_mixes_classes_in_every_early_batch(tmp_path):
+    from PIL import Image
+
+    # 4 classes of 50 tiny images, listed class by class; the buffer holds 32 of the 200.
+    for label in range(4):
+        for index in range(50):
+            folder = tmp_path / f"class_{label}"
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(np.full((4, 4, 3), 60 * label, np.uint8)).save(folder / f"{index}.png")
+    splits = data.load_dataset(tmp_path, val_split=0.0, test_split=0.0, seed=0)
+    assert splits.num_examples["train"] == 200
+    pipeline = data.make_pipeline(splits.train, batch_size=16, num_classes=4, training=True,
+                                  seed=0, shuffle_buffer=32)
+    for _ in range(2):  # epochs
+        batches = [np.argmax(y, axis=1) for _, y in pipeline.take(5).as_numpy_iterator()]
+        # Without the shuffled file list the first batches hold class 0 only.
+        assert all(len(set(labels)) >= 3 for labels in batches), batches
+    # Seeded: another seed, another order.
+    other = data.load_dataset(tmp_path, val_split=0.0, test_split=0.0, seed=1)
+    assert not np.array_equal(arrays(other.train)[1], arrays(splits.train)[1])

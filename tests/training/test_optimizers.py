@@ -128,3 +128,48 @@ def test_ema_weights_replace_the_weights_at_the_end():
 def test_bad_names_and_values_say_what_is_allowed(name, lr, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_optimizer(name, lr, **kwargs)
+
+
+def test_momentum_rho_and_epsilon_reach_the_optimizers_that_read_them():
+    from tests.training.test_config import parse
+    from training.checks import ConfigError
+    from training.trainer import build_model, compile_model
+
+    def built(argv):
+        config = parse(argv)
+        model = build_model(config, (32, 32, 1), 10, [0.0], [1.0])
+        compile_model(model, config, steps_per_epoch=1, replicas=1, num_classes=10)
+        return model.optimizer.get_config()
+
+    rmsprop = built(["--optimizer", "rmsprop", "--momentum", "0.5", "--rho", "0.95",
+                     "--epsilon", "1e-5", "--schedule", "constant"])
+    assert (rmsprop["momentum"], rmsprop["rho"], rmsprop["epsilon"]) == (0.5, 0.95, 1e-5)
+    adam = built(["--optimizer", "adam", "--epsilon", "1e-8", "--schedule", "constant"])
+    assert adam["epsilon"] == 1e-8
+    sgd = built(["--optimizer", "sgd", "--schedule", "constant"])
+    assert sgd["momentum"] == 0.9 and "epsilon" not in sgd
+    # Unset, the momentum is each optimizer's usual one: 0.9 for SGD, none for RMSprop.
+    assert built(["--optimizer", "rmsprop", "--schedule", "constant"])["momentum"] == 0.0
+    for name in ("adamw", "nadam", "adagrad"):
+        assert build_optimizer(name, 0.1, epsilon=1e-4).get_config()["epsilon"] == 1e-4
+    for flags, message in ((["--rho", "1.0"], r"rho must be in \[0, 1\), got 1.0"),
+                           (["--epsilon", "0"], "epsilon must be > 0, got 0.0"),
+                           (["--momentum", "1.5"], r"momentum must be in \[0, 1\)")):
+        with pytest.raises(ConfigError, match=message):
+            parse(flags).validate()
+
+
+def test_rmsprop_momentum_changes_the_update():
+    # lr 0.1, rho 0.9, gradient 1: the first step is 0.1 / sqrt(0.1 + eps) with or without
+    # momentum; the second adds momentum 0.5 times the first step.
+    def two_steps(momentum):
+        optimizer = build_optimizer("rmsprop", 0.1, momentum=momentum, rho=0.9, epsilon=1e-7)
+        variable = keras.Variable(np.array([1.0], "float32"))
+        for _ in range(2):
+            optimizer.apply_gradients([(np.array([1.0], "float32"), variable)])
+        return float(variable.numpy()[0])
+
+    first = 0.1 / np.sqrt(0.1 + 1e-7)
+    second = 0.1 / np.sqrt(0.19 + 1e-7)
+    assert two_steps(0.0) == pytest.approx(1 - first - second, rel=1e-5)
+    assert two_steps(0.5) == pytest.approx(1 - first - (0.5 * first + second), rel=1e-5)

@@ -106,11 +106,36 @@ def test_sampled_values_become_the_trial_config_with_fixed_options_kept():
     assert "optimizer.momentum" not in values  # conditional on sgd
     hp.values["optimizer.name"] = "sgd"
     hp.ensure_active_values()  # what KerasTuner does for a new trial's values
-    assert 0.8 <= hypermodel.sample(hp, space)["optimizer.momentum"] <= 0.99
+    assert 0.9 <= hypermodel.sample(hp, space)["optimizer.momentum"] <= 0.999
     config = hypermodel.apply_values(from_dict(copy.deepcopy(FIXED)), values)
     assert config.model.options == {"dense_layers": 0, "convs_per_stage": 1, "num_stages": 1,
                                     "filters": 4, "kernel_size": 3}
     assert config.optimizer.lr == 3e-3 and config.data.batch_size == 64
+
+
+def test_momentum_is_sampled_as_one_minus_m_on_a_log_scale():
+    import keras_tuner
+    import numpy as np
+
+    space = spaces.resolve_space("stagewise_cnn", {}, fixed={"optimizer": {"name": "sgd"}})
+    assert space["optimizer.momentum"]["sampling"] == "log_one_minus"
+    hp = keras_tuner.HyperParameters()
+    assert hypermodel.sample(hp, space)["optimizer.momentum"] == 0.9  # the first build's default
+    (tuner_hp,) = [h for h in hp.space if h.name == "1-optimizer.momentum"]
+    momenta = []
+    for seed in range(4000):  # what a random tuner hands a trial, and the value it becomes
+        hp.values["1-optimizer.momentum"] = tuner_hp.random_sample(seed)
+        momenta.append(hypermodel.sample(hp, space)["optimizer.momentum"])
+    momenta = np.array(momenta)
+    assert momenta.min() >= 0.9 and momenta.max() <= 0.999
+    # log10(1 - m) is uniform on [-3, -1]: each quarter of that range holds a quarter of them.
+    quarters = np.histogram(np.log10(1 - momenta), bins=4, range=(-3, -1))[0] / len(momenta)
+    np.testing.assert_allclose(quarters, 0.25, atol=0.03)
+    hp.values["1-optimizer.momentum"] = 0.001
+    assert hypermodel.sample(hp, space)["optimizer.momentum"] == 0.999
+    with pytest.raises(ValueError, match="log_one_minus sampling .* needs a float range below 1"):
+        spaces.check_entry("optimizer.momentum", {"type": "float", "min": 0.9, "max": 1.0,
+                                                  "sampling": "log_one_minus"})
 
 
 @pytest.mark.parametrize("space, search, message", [
@@ -246,6 +271,7 @@ def test_leaderboard_files_agree_with_each_trials_record(search):
         assert hp["model.options.num_stages"] in (1, 2) and hp["model.options.filters"] in (4, 8)
         assert 3e-3 <= hp["optimizer.lr"] <= 3e-2 and hp["data.batch_size"] in (64, 128)
         assert ("optimizer.momentum" in hp) == (hp["optimizer.name"] == "sgd")
+        assert 0.9 <= hp.get("optimizer.momentum", 0.9) <= 0.999  # m itself, not 1 - m
         assert "augment.preset" not in hp
         assert row["model.options.filters"] == str(hp["model.options.filters"])
     assert search["result"].rows[0]["trial"] == rows[0]["trial"]
