@@ -120,7 +120,7 @@ def _flow_result(init, trained, steps):
     ratios = {"init": _ratio(init)}
     if trained:
         ratios[f"after {steps} steps"] = _ratio(trained)
-    first, last = list(init)[0], list(init)[-1]
+    first, last = next(iter(init)), list(init)[-1]
     measured = f"RMS gradient {first} / {last}: " + ", ".join(
         f"{ratio:.2g} {when}" for when, ratio in ratios.items())
     expected = f"within 1e-{WARN_DECADES}..1e{WARN_DECADES}"

@@ -29,10 +29,9 @@ def examine_config(config, *, checks=(), budget=None):
     trainer.compile_model(model, config,
                           steps_per_epoch=math.ceil(prepared.num_examples["train"] / batch),
                           replicas=1, num_classes=prepared.num_classes)
-    extra = {} if budget is None else {"budget": budget}
     return examine(model, plain["train"], plain.get("validation"), test_data=plain.get("test"),
                    augmented_data=augmented, checks=names, class_names=prepared.class_names,
-                   seed=config.seed, **extra)
+                   budget=budget, seed=config.seed)
 
 
 def report_dir(config) -> pathlib.Path:

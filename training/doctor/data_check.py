@@ -6,7 +6,11 @@ import numpy as np
 
 from training.doctor import figures
 from training.doctor.report import Result
-from training.doctor.session import labels_to_classes, layer_inputs_and_outputs, weighted_layers
+from training.doctor.session import (
+    labels_to_classes,
+    layer_inputs_and_outputs,
+    weighted_layers,
+)
 
 # Glorot, He and LeCun initializations assume inputs of mean 0 and variance 1. Within half a
 # standard deviation of 0 and a factor of 2 of unit spread, the first layer's pre-activations
@@ -57,8 +61,7 @@ def _label_problems(labels, num_classes):
             return [f"label rows have {labels.shape[1]} entries for {num_classes} classes"]
         sums = labels.sum(axis=1)
         if np.any(np.abs(sums - 1) > 1e-3) or np.any(labels < 0):
-            return [f"label rows are no class distributions (sums {sums.min():.3g}.."
-                    f"{sums.max():.3g})"]
+            return [f"label rows are no class distributions (sums {sums.min():.3g}..{sums.max():.3g})"]
         return []
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         return [f"labels span {labels.min()}..{labels.max()}"]

@@ -9,7 +9,11 @@ from training.doctor.data_check import check_data
 from training.doctor.lr_range import check_lr_range
 from training.doctor.numerics import check_numerics
 from training.doctor.session import Budget, Examination, as_batches
-from training.doctor.training_checks import check_initial_loss, check_learns, check_overfit_small
+from training.doctor.training_checks import (
+    check_initial_loss,
+    check_learns,
+    check_overfit_small,
+)
 
 log = logging.getLogger("training.doctor")
 
@@ -34,7 +38,7 @@ def check_names(names):
 
 def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), test_data=None,
             augmented_data=None, loss=None, optimizer=None, batch_size=32, class_names=None,
-            budget=Budget(), seed=0, output_dir=None):
+            budget=None, seed=0, output_dir=None):
     """Examine a Keras classifier and its data before a long training run.
 
     `model`: a built Functional or Sequential model with one output of K class scores,
@@ -43,7 +47,8 @@ def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), te
     (x, y) arrays; labels as class indices or one-hot rows. `augmented_data`: the training data
     as augmented for training (default `train_data`), used where the checks train for real;
     `train_data` itself should be unaugmented. `loss` and `optimizer` default to the model's
-    compiled ones, else cross-entropy on probabilities and Adam(1e-3). Returns a `Report`;
+    compiled ones, else cross-entropy on probabilities and Adam(1e-3). `budget`: a `Budget`
+    (steps and batches each check may use). Returns a `Report`;
     with `output_dir` also writes it there (report.json and the images).
     """
     names = check_names(list(checks))
@@ -53,7 +58,7 @@ def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), te
         as_batches(validation_data, batch_size, shuffle=False, seed=seed),
         as_batches(test_data, batch_size, shuffle=False, seed=seed),
         as_batches(augmented_data, batch_size, shuffle=True, seed=seed),
-        loss=loss, optimizer=optimizer, budget=budget, class_names=class_names, seed=seed,
+        loss=loss, optimizer=optimizer, budget=budget or Budget(), class_names=class_names, seed=seed,
     )
     for name in names:
         log.info("doctor: %s ...", name)

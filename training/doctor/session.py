@@ -52,7 +52,7 @@ def as_batches(data, batch_size, *, shuffle, seed):
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         return dataset.batch(batch_size)
     if not isinstance(data, tf.data.Dataset):
-        raise ValueError(
+        raise TypeError(
             f"data must be a tf.data.Dataset of (images, labels) or an (x, y) pair of arrays, "
             f"got {type(data).__name__}"
         )
@@ -106,7 +106,7 @@ class Examination:
                     else keras.losses.SparseCategoricalCrossentropy())
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
         if not callable(self.loss):
-            raise ValueError(f"examine needs one loss for one output, got {loss!r}")
+            raise TypeError(f"examine needs one loss for one output, got {loss!r}")
         self.loss_takes_logits = _loss_takes_logits(self.loss)
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
         self.optimizer_config = keras.optimizers.serialize(
@@ -117,6 +117,10 @@ class Examination:
     @property
     def findings(self) -> dict:
         return self.report.findings
+
+    def mean_loss(self, labels, predicted):
+        """The loss over a batch (a loss function, unlike a Loss object, gives one per image)."""
+        return keras.ops.mean(self.loss(labels, predicted))
 
     # ------------------------------------------------------------------ optimizer and copies
 
@@ -190,7 +194,7 @@ class Examination:
         """{layer: RMS of the gradients of its trainable weights}, in layer order."""
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
-            loss = self.loss(labels, model(images, training=True))
+            loss = self.mean_loss(labels, model(images, training=True))
         grads = tape.gradient(loss, variables)
         by_path = {v.path: g for v, g in zip(variables, grads) if g is not None}
         result = {}
