@@ -116,6 +116,20 @@ def test_deep_sigmoid_network_has_vanishing_gradients(digits):
     assert verdicts(report)[("activations_gradients", "activations")] == "pass"
 
 
+def test_numerics_follows_the_loss_scale_under_mixed_float16(digits):
+    train, validation = digits
+    keras.config.set_dtype_policy("mixed_float16")  # the conftest fixture resets it
+    model = small_cnn(train[0])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    report = examine(model, train, validation, checks=["numerics"],
+                     budget=Budget(learn_steps=30, loss_batches=1))
+    assert verdicts(report) == {("numerics", "loss"): "pass",
+                                ("numerics", "weights and gradients"): "pass",
+                                ("numerics", "loss scale"): "pass"}, report.table()
+    assert "after 30 steps (started 32768)" in report.result("numerics", "loss scale").measured
+
+
 def test_zero_initialized_zoo_model_fails_through_the_command(tmp_path, capsys):
     argv = ["--model", "stagewise_cnn", "--image-size", "8", "--kernel-initializer", "zeros",
             "--set", "model.options.filters=4", "--set", "model.options.dense_layers=0",

@@ -53,12 +53,14 @@ def _label_text(label, class_names):
     return " / ".join(f"{class_names[k]} {label[k]:.0%}" for k in top)
 
 
-def lr_range_plot(rates, losses, smoothed, *, steepest, safe, configured, title) -> bytes:
+def lr_range_plot(rates, losses, smoothed, *, steepest, at_minimum, safe, configured,
+                  title) -> bytes:
     figure = Figure(figsize=(7.5, 4.5), dpi=80, layout="constrained")
     axes = figure.subplots()
     axes.plot(rates, losses, color="#bbbbbb", linewidth=0.8, label="loss per step")
     axes.plot(rates, smoothed, color=INIT_COLOR, linewidth=2, label="smoothed loss")
     for rate, color, text in ((steepest, "#2ca02c", "steepest descent"),
+                              (at_minimum, "#7f7f7f", "loss minimum"),
                               (safe, "#ff7f0e", "suggested (safe)"),
                               (configured, TRAINED_COLOR, "configured")):
         if rate:

@@ -75,7 +75,8 @@ def lr_range_results(exam, rates, losses):
     exam.findings.update(suggested_lr=float(f"{safe:.2g}"), steepest_lr=steepest,
                          lr_at_minimum_loss=at_minimum, configured_lr=configured)
     exam.report.images["lr_range.png"] = figures.lr_range_plot(
-        rates, losses, smooth(losses), steepest=steepest, safe=safe, configured=configured,
+        rates, losses, smooth(losses), steepest=steepest, at_minimum=at_minimum, safe=safe,
+        configured=configured,
         title=f"learning-rate range test, {len(losses)} steps")
     measured = (f"loss lowest at {at_minimum:.2g}, steepest at {steepest:.2g}; "
                 f"configured {configured:.2g}")
