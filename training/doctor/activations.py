@@ -128,9 +128,15 @@ def _flow_result(init, trained, steps):
                   for ratio in ratios.values())
     vanishing = min(ratios.values()) < 1
     kind = "vanishing" if vanishing else "exploding"
-    advice = (f"{kind} gradients: the early layers get {'far less' if vanishing else 'far more'}"
-              f" gradient than the last; use ReLU-family activations with He init, add "
-              f"normalization (BatchNorm) or residual connections")
+    healthy_at_init = 0 < ratios["init"] < np.inf and abs(np.log10(ratios["init"])) <= WARN_DECADES
+    if healthy_at_init:
+        advice = (f"{kind} gradients after {steps} steps though healthy at init: training "
+                  f"saturated or killed the early layers; lower the learning rate (lr_range)")
+    else:
+        advice = (f"{kind} gradients: the early layers get "
+                  f"{'far less' if vanishing else 'far more'} gradient than the last; use "
+                  f"ReLU-family activations with He init, add normalization (BatchNorm) or "
+                  f"residual connections")
     if not np.isfinite(decades) or decades > FAIL_DECADES:
         return Result("activations_gradients", "gradient flow", measured, expected, "fail",
                       advice)
