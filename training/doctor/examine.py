@@ -58,7 +58,7 @@ def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), te
         as_batches(validation_data, batch_size, shuffle=False, seed=seed),
         as_batches(test_data, batch_size, shuffle=False, seed=seed),
         as_batches(augmented_data, batch_size, shuffle=True, seed=seed),
-        loss=loss, optimizer=optimizer, budget=budget or Budget(), class_names=class_names, seed=seed,
+        loss=loss, optimizer=optimizer, budget=budget or Budget(), class_names=class_names,
     )
     for name in names:
         log.info("doctor: %s ...", name)

@@ -83,7 +83,7 @@ class Examination:
     """The model and data under examination, shared by the checks of one `examine` call."""
 
     def __init__(self, model, train, validation, test, augmented, *, loss, optimizer, budget,
-                 class_names, seed):
+                 class_names):
         if not isinstance(model, keras.Model) or not model.built or not model.inputs:
             raise ValueError("examine needs a built Functional or Sequential keras.Model")
         self.model = model
@@ -96,7 +96,6 @@ class Examination:
         self.train, self.validation, self.test = train, validation, test
         self.augmented = augmented if augmented is not None else train
         self.budget = budget
-        self.seed = seed
         self.class_names = class_names or [str(k) for k in range(self.num_classes)]
         self.initial_weights = model.get_weights()
         one_hot = train.element_spec[1].shape.rank == 2
