@@ -78,11 +78,15 @@ def _spread_result(init, trained, steps):
     if not init:
         return Result("activations_gradients", "activations", "no activation layers found",
                       expected, "pass")
-    stds = {when: {name: float(np.nanstd(values)) for name, values in found.items()}
-            for when, found in (("init", init), (f"after {steps} steps", trained)) if found}
-    measured = "; ".join(f"std {min(s.values()):.2g}..{max(s.values()):.2g} {when}"
-                         for when, s in stds.items()) + f" ({len(init)} layers)"
-    constant = [name for name, std in stds["init"].items() if std == 0]
+    moments = {when: {name: (float(np.nanmean(values)), float(np.nanstd(values)))
+                      for name, values in found.items()}
+               for when, found in (("init", init), (f"after {steps} steps", trained)) if found}
+    measured = "; ".join(
+        f"std {min(s for _, s in m.values()):.2g}..{max(s for _, s in m.values()):.2g}, "
+        f"|mean| <= {max(abs(a) for a, _ in m.values()):.2g} {when}"
+        for when, m in moments.items()) + f" ({len(init)} layers)"
+    stds = {name: std for name, (_, std) in moments["init"].items()}
+    constant = [name for name, std in stds.items() if std == 0]
     if constant:
         return Result("activations_gradients", "activations", measured, expected, "fail",
                       f"{', '.join(constant[:3])} output a constant at init: all-zero weights "
