@@ -44,6 +44,7 @@ INITIALIZERS = (
     "truncated_normal",
     "random_normal",
     "random_uniform",
+    "zeros",  # never for training: the doctor's planted mistake (no symmetry breaking)
 )
 
 NORMALIZATIONS = ("batch", "layer", "group", "instance", "none")
