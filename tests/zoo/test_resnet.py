@@ -134,6 +134,13 @@ def test_width_multiplies_the_stage_filters_but_not_the_classifier():
         zoo.create("resnet20", width=0)
 
 
+def test_preact_cifar_resnet_is_the_v2_layout():
+    model = zoo.create("resnet20", preact=True)
+    names = [layer.name for layer in model.layers]
+    assert "conv2_block1_preact_norm" in names and "conv1_norm" not in names
+    assert names[-5:-2] == ["post_norm", "post_act", "avg_pool"]
+
+
 def test_projection_shortcuts_on_cifar_add_the_two_1x1_convolutions():
     plain = trainable_param_count(zoo.create("resnet20"))
     projected = zoo.create("resnet20", shortcut="projection")

@@ -204,7 +204,8 @@ def cifar_resnet(input_shape, *, num_classes=10, include_top=True, pooling=None,
                  classifier_activation="softmax", activation="relu",
                  leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
                  normalization="batch", dropout_rate=0.0, weight_decay=0.0, depth=20, width=1.0,
-                 shortcut="zero_pad", use_bias=None, zero_init_residual=True, name="resnet"):
+                 preact=False, shortcut="zero_pad", use_bias=None, zero_init_residual=True,
+                 name="resnet"):
     """A CIFAR ResNet (section 4.2 of the 2015 paper): depth = 6n + 2, n basic blocks in each
     of three stages of 16, 32, 64 filters (times `width`). The other arguments are
     `build_resnet`'s."""
@@ -218,6 +219,7 @@ def cifar_resnet(input_shape, *, num_classes=10, include_top=True, pooling=None,
         stackwise_num_blocks=[(depth - 2) // 6] * 3,
         stackwise_num_strides=[1, 2, 2],
         block_type="basic",
+        preact=preact,
         shortcut=shortcut,
         stem="cifar",
         stem_filters=stage_filters[0],
