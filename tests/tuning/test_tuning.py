@@ -35,8 +35,8 @@ SPACE = {
     "model.options.num_stages": {"min": 1, "max": 2},
     "model.options.filters": {"values": [4, 8]},
     "optimizer.name": {"values": ["adam", "sgd"]},
-    "optimizer.lr": {"min": 3e-3, "max": 3e-2},
-    "data.batch_size": {"values": [64, 128]},
+    "optimizer.lr": {"min": 1e-2, "max": 3e-2},
+    "data.batch_size": {"values": [16, 32]},
     "augment.preset": None,
 }
 
@@ -269,7 +269,7 @@ def test_leaderboard_files_agree_with_each_trials_record(search):
         assert entry["epochs"] == len(history) == 3
         hp = entry["hyperparameters"]
         assert hp["model.options.num_stages"] in (1, 2) and hp["model.options.filters"] in (4, 8)
-        assert 3e-3 <= hp["optimizer.lr"] <= 3e-2 and hp["data.batch_size"] in (64, 128)
+        assert 1e-2 <= hp["optimizer.lr"] <= 3e-2 and hp["data.batch_size"] in (16, 32)
         assert ("optimizer.momentum" in hp) == (hp["optimizer.name"] == "sgd")
         assert 0.9 <= hp.get("optimizer.momentum", 0.9) <= 0.999  # m itself, not 1 - m
         assert "augment.preset" not in hp
