@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+import zoo  # noqa: F401  registers the zoo's layers and activations that model.keras names
 from training import checks, rundir, serving
 
 MODEL_FILE = "model.keras"
@@ -77,7 +78,7 @@ def export_saved_model(model, path, *, class_names, fit):
 
 
 def export_litert(model, path, *, quantize="none", representative_images=None):
-    """A LiteRT flatbuffer through Keras' own exporter (TFLiteConverter underneath).
+    """`model` as a LiteRT flatbuffer, through Keras' own exporter (TFLiteConverter underneath).
 
     int8 is full-integer (only int8 kernels) with float32 input and output, calibrated on
     `representative_images` (float32 raw pixels at the input size)."""
@@ -102,7 +103,7 @@ def export_litert(model, path, *, quantize="none", representative_images=None):
 
 
 def export_onnx(model, path, *, opset=None):
-    """An ONNX model whose only input is `image`, its only output `probabilities`.
+    """`model` as ONNX with one input, `image`, and one output, `probabilities`.
 
     Not `model.export(format="onnx")`: with Keras 3.15 and tf2onnx 1.17 that turns the
     Normalization layer's mean and variance (captured constants) into two extra graph inputs.
@@ -112,7 +113,7 @@ def export_onnx(model, path, *, opset=None):
         convert_variables_to_constants_v2,
     )
 
-    function = tf.function(lambda image: serving.class_probabilities(model(image, training=False)))
+    function = tf.function(lambda image: model(image, training=False))
     frozen = convert_variables_to_constants_v2(function.get_concrete_function(_pixels_spec(model)))
     (image,), (probabilities,) = frozen.inputs, frozen.outputs
     tf2onnx.convert.from_graph_def(
@@ -159,6 +160,7 @@ def export_run(run_dir, *, formats=("saved_model",), quantize=("none",), version
     config = load_run_config(run_dir)
     model = keras.saving.load_model(model_path, compile=False)
     class_names = json.loads((run_dir / CLASS_NAMES_FILE).read_text())
+    portable = portable_model(model) if {"litert", "onnx"} & set(formats) else None
     representative = None
     if "litert" in formats and "int8" in quantize:
         representative = representative_images(config)
@@ -174,15 +176,47 @@ def export_run(run_dir, *, formats=("saved_model",), quantize=("none",), version
             written["saved_model"] = target
         if "litert" in formats:
             for name in quantize:
-                export_litert(model, staging / LITERT_FILES[name], quantize=name,
+                export_litert(portable, staging / LITERT_FILES[name], quantize=name,
                               representative_images=representative)
                 os.replace(staging / LITERT_FILES[name], run_dir / LITERT_FILES[name])
                 written[f"litert_{name}"] = run_dir / LITERT_FILES[name]
         if "onnx" in formats:
-            export_onnx(model, staging / ONNX_FILE)
+            export_onnx(portable, staging / ONNX_FILE)
             os.replace(staging / ONNX_FILE, run_dir / ONNX_FILE)
             written["onnx"] = run_dir / ONNX_FILE
     return written
+
+
+def portable_model(model):
+    """The model LiteRT and ONNX files hold: float32 [N, K] probabilities out, a single sigmoid
+    unit p as [1 - p, p] (as the SavedModel serves it), every layer computing in float32."""
+    model = float32_copy(model)
+    if model.outputs[0].shape[-1] != 1:
+        return model
+    probability = model.outputs[0]
+    return keras.Model(model.inputs, keras.ops.concatenate([1.0 - probability, probability], -1),
+                       name=model.name)
+
+
+def float32_copy(model):
+    """`model` with every layer computing in float32 (the same weights), or `model` itself when
+    it already does: the ONNX converter requires float32, LiteRT runtimes lack bfloat16."""
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def float32_policies(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: float32_policies(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [float32_policies(value) for value in node]
+        return node
+
+    copy = keras.saving.deserialize_keras_object(
+        float32_policies(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_run_config(run_dir):
