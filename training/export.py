@@ -213,8 +213,14 @@ def float32_copy(model):
             return [float32_policies(value) for value in node]
         return node
 
-    copy = keras.saving.deserialize_keras_object(
-        float32_policies(keras.saving.serialize_keras_object(model)))
+    config = float32_policies(keras.saving.serialize_keras_object(model))
+    # Layers that name no policy take the global one: float32 too, while the copy is built.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        copy = keras.saving.deserialize_keras_object(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -4,6 +4,7 @@ all on real photos (Sign Language Digits JPEGs) from ../shared/datasets.
 One small run is trained for the whole module; every exported format is then run in a separate
 Python process that imports none of this project's code (tests/training/serving_check.py)."""
 
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -21,6 +22,16 @@ PER_CLASS = {"train": 30, "test": 10}
 # Three photos in 7/ are not 100x100: training resized them twice (to the common size, then to
 # the input), a served photo once, so they are left out of this exact comparison.
 ODD_SIZES = {"IMG_5874.JPG", "IMG_5935.JPG", "IMG_5978.JPG"}
+CONVERTERS = {"litert": ["ai_edge_litert"], "onnx": ["tf2onnx", "onnxruntime"]}
+MISSING = {fmt: [m for m in modules if importlib.util.find_spec(m) is None]
+           for fmt, modules in CONVERTERS.items()}
+
+
+def needs(name):
+    """Skip, naming what to install, when the packages of the format `name` are absent."""
+    missing = MISSING.get(name.split("_")[0], [])
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: pip install '.[export]'")
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +62,9 @@ def run(photos, tmp_path_factory):
         "output": {"output_dir": str(tmp_path_factory.mktemp("runs")), "run_name": "signs"},
     })
     result = train(config)
-    written = export.export_run(result.run_dir, formats=["litert", "onnx"],
-                                quantize=["none", "float16", "int8"])
+    formats = [name for name, missing in MISSING.items() if not missing]
+    written = export.export_run(result.run_dir, formats=formats,
+                                quantize=["none", "float16", "int8"]) if formats else {}
     prepared = trainer.prepare_data(config)
     pixels = np.stack([image for image, _ in prepared.test.as_numpy_iterator()])
     labels = np.array([label for _, label in prepared.test.as_numpy_iterator()])
@@ -70,9 +82,7 @@ def served(run, tmp_path_factory):
     saved_model = str(run["dir"] / "serving" / "1")
     jobs = [[kind, kind, saved_model] for kind in
             ("saved_model_bytes", "saved_model_uint8", "saved_model_float")]
-    jobs += [[f"litert_{q}", "litert", str(run["written"][f"litert_{q}"])]
-             for q in ("none", "float16", "int8")]
-    jobs += [["onnx", "onnx", str(run["written"]["onnx"])]]
+    jobs += [[name, name.split("_")[0], str(path)] for name, path in run["written"].items()]
     (work / "jobs.json").write_text(json.dumps({"inputs": str(work / "inputs.npz"),
                                                 "jobs": jobs}))
     result = subprocess.run([sys.executable, str(CHECKER), str(work / "jobs.json")], cwd=work,
@@ -92,6 +102,7 @@ def test_the_test_photos_are_the_runs_test_split_in_order(run):
 @pytest.mark.parametrize("name", ["saved_model_bytes", "saved_model_uint8", "saved_model_float",
                                   "litert_none", "onnx"])
 def test_float32_formats_match_the_keras_model(served, run, name):
+    needs(name)
     expected = run["expected"]
     assert served[name].shape == expected.shape == (100, 10)
     np.testing.assert_allclose(served[name], expected, atol=1e-4)
@@ -100,6 +111,7 @@ def test_float32_formats_match_the_keras_model(served, run, name):
 
 @pytest.mark.parametrize(("name", "agreement"), [("litert_float16", 0.99), ("litert_int8", 0.97)])
 def test_quantized_litert_agrees_on_the_top_class(served, run, name, agreement):
+    needs(name)
     expected = run["expected"]
     assert np.mean(served[name].argmax(1) == expected.argmax(1)) >= agreement
     assert np.abs(served[name] - expected).max() < 0.2  # quantized, yet the same probabilities
