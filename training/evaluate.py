@@ -8,10 +8,13 @@ metrics.json, confusion_matrix.png and errors.png (the worst-misclassified image
 a table.
 """
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 import argparse
 import io
 import math
-import os
 import pathlib
 import sys
 import time
@@ -208,7 +211,6 @@ def main(argv=None):
     parser.add_argument("--throughput-seconds", type=float, default=1.0,
                         help="how long each batch size is timed (1.0)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         metrics = evaluate_run(args.run_dir, dataset=args.dataset, version=args.version,
                                throughput_seconds=args.throughput_seconds)

@@ -7,13 +7,19 @@ training code, so a prediction here is what a server holding that SavedModel wou
     python -m training.predict saved_models/lenet5-digits photos/ --json
 """
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 import argparse
 import json
-import os
 import pathlib
 import sys
 
 from training.data import IMAGE_EXTENSIONS
+
+# What tf.io.decode_image, and so the SavedModel's serving_bytes signature, reads.
+DECODABLE = ("JPEG", "PNG", "BMP", "GIF")
 
 
 def image_files(paths):
@@ -42,18 +48,16 @@ def predict_files(run_dir, paths, *, top_k=5, version=None):
             contents = path.read_bytes()
             # One file a call: a file that does not decode fails only its own call.
             probabilities = signature(image_bytes=tf.constant([contents]))["probabilities"]
-        except (OSError, tf.errors.InvalidArgumentError) as error:
-            skipped[str(path)] = _first_line(error)
+        except OSError as error:
+            skipped[str(path)] = error.strerror or str(error)
+            continue
+        except tf.errors.InvalidArgumentError:
+            skipped[str(path)] = f"not a decodable image ({', '.join(DECODABLE)})"
             continue
         values = probabilities.numpy()[0]
         best = values.argsort()[::-1][:top_k]
         predictions[str(path)] = [(class_names[i], float(values[i])) for i in best]
     return predictions, skipped
-
-
-def _first_line(error):
-    message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
 def main(argv=None):
@@ -69,7 +73,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, received {args.top_k}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         predictions, skipped = predict_files(args.run_dir, args.images, top_k=args.top_k,
                                              version=args.version)
