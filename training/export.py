@@ -14,6 +14,7 @@ into place with `os.replace`, so a failure or a kill leaves either the previous 
 artifact or none, never a half-written one.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -265,22 +266,17 @@ def _check_class_names(model, class_names):
     return class_names
 
 
-class _staging:
+@contextlib.contextmanager
+def _staging(run_dir):
     """A fresh staging directory in `run_dir`, deleted on exit with whatever is left in it."""
-
-    def __init__(self, run_dir):
-        self.run_dir = run_dir
-
-    def __enter__(self):
-        # A run killed during an earlier export left its staging directory: nothing of value.
-        for stale in self.run_dir.glob(f"{STAGING_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        self.path = pathlib.Path(tempfile.mkdtemp(dir=self.run_dir, prefix=STAGING_PREFIX))
-        return self.path
-
-    def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
-        return False
+    # A run killed during an earlier export left its staging directory: nothing of value.
+    for stale in run_dir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = pathlib.Path(tempfile.mkdtemp(dir=run_dir, prefix=STAGING_PREFIX))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _replace_directory(new, target, *, trash):

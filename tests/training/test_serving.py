@@ -246,3 +246,11 @@ def test_export_command_adds_a_new_saved_model_version(run, capsys):
     loaded, _ = serving.load(run["dir"])  # the newest, version 2
     probabilities = loaded.signatures["serving_float"](image=run["pixels"][:4])["probabilities"]
     np.testing.assert_allclose(probabilities, run["expected"][:4], atol=1e-5)
+
+
+def test_commands_refuse_a_directory_without_an_exported_model(tmp_path):
+    for command in (evaluate.main, predict.main):
+        args = [str(tmp_path)] + (["photo.jpg"] if command is predict.main else [])
+        with pytest.raises(SystemExit, match="holds no exported SavedModel .*python -m training.run"):
+            command(args)
+    assert list(tmp_path.iterdir()) == []
