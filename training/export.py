@@ -15,6 +15,7 @@ artifact or none, never a half-written one.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -143,6 +144,9 @@ def export_run(run_dir, *, formats=("saved_model",), quantize=("none",), version
         checks.one_of("quantization", name, QUANTIZATIONS)
     if not formats:
         raise ValueError(f"give at least one format: {', '.join(FORMATS)}")
+    if "onnx" in formats and importlib.util.find_spec("tf2onnx") is None:
+        raise ValueError("ONNX export needs tf2onnx, which is not installed: "
+                         "pip install -e '.[export]' (or pip install tf2onnx)")
     model_path = run_dir / MODEL_FILE
     if not (rundir.is_finished(run_dir) and model_path.is_file()):
         raise FileNotFoundError(

@@ -223,7 +223,7 @@ def finished_run(path, model, class_names):
     return path
 
 
-def test_export_run_refuses_before_touching_anything(tmp_path):
+def test_export_run_refuses_before_touching_anything(tmp_path, monkeypatch):
     run = finished_run(tmp_path / "run", tiny_model(seed=1), CLASS_NAMES)
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="Unknown export format 'tflite'.*saved_model, litert"):
@@ -232,6 +232,12 @@ def test_export_run_refuses_before_touching_anything(tmp_path):
         export.export_run(run, formats=["litert"], quantize=["int4"])
     with pytest.raises(ValueError, match="version 1 is not free .*holds \\[1\\]"):
         export.export_run(run, formats=["saved_model"], version=1)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tf2onnx" else find_spec(name, *args))
+    with pytest.raises(ValueError, match="ONNX export needs tf2onnx.*pip install"):
+        export.export_run(run, formats=["saved_model", "onnx"])
+    monkeypatch.undo()
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     (run / rundir.FINISHED_MARKER).unlink()
     with pytest.raises(FileNotFoundError, match="holds no finished model .*python -m training.run"):

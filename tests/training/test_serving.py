@@ -190,6 +190,20 @@ def test_evaluate_writes_metrics_pictures_and_a_table(run, capsys):
     assert float(rows[3][2]) == pytest.approx(recall, abs=1e-4)
 
 
+def test_evaluate_on_another_dataset_with_the_same_classes(run, photos, tmp_path):
+    # The test/ folder alone is a dataset of its own: its carved test split is 10 photos.
+    metrics = evaluate.evaluate_run(run["dir"], dataset=photos / "test", throughput_batches=(1,),
+                                    throughput_seconds=0.01)
+    assert metrics["dataset"] == str(photos / "test") and metrics["num_examples"] == 10
+    assert sum(row["support"] for row in metrics["per_class"].values()) == 10
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "photo.jpg").symlink_to(run["files"][0])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "photo.jpg").symlink_to(run["files"][-1])
+    with pytest.raises(ValueError, match=r"has the classes \['a', 'b'\], the model \['0', '1'"):
+        evaluate.evaluate_run(run["dir"], dataset=tmp_path)
+
+
 def test_predict_reads_photos_through_the_saved_model(run, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
