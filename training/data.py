@@ -271,7 +271,7 @@ def _probe_images(paths):
         (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string))
     )
     shapes = indices.map(
-        lambda i, path: (i, tf.shape(_decode(tf.io.read_file(path)))),
+        lambda i, path: (i, tf.shape(decode_image(tf.io.read_file(path)))),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).ignore_errors()
     found = [None] * len(paths)
@@ -280,7 +280,7 @@ def _probe_images(paths):
     return found
 
 
-def _decode(contents):
+def decode_image(contents):
     # channels=0 keeps each file's own channels: GIFs refuse channels=1.
     return tf.io.decode_image(contents, channels=0, expand_animations=False)
 
@@ -296,7 +296,7 @@ def _file_split(paths, labels, image_shape):
 
 def _load_image(path, image_shape):
     height, width, channels = image_shape
-    image = _to_channels(_decode(tf.io.read_file(path)), channels)
+    image = to_channels(decode_image(tf.io.read_file(path)), channels)
     shape = tf.shape(image)
     image = tf.cond(
         tf.logical_and(shape[0] == height, shape[1] == width),
@@ -306,7 +306,7 @@ def _load_image(path, image_shape):
     return tf.ensure_shape(image, image_shape)
 
 
-def _to_channels(image, channels):
+def to_channels(image, channels):
     """Gray, gray+alpha, RGB or RGBA (decided per file at run time) to 1 or 3 channels."""
     is_gray = tf.shape(image)[-1] < 3
     if channels == 1:
@@ -461,21 +461,37 @@ def fit_to_input(dataset, input_shape, *, method="resize"):
             f"images and model inputs must have 1 or 3 channels, received images with "
             f"{source_channels} and input_shape {tuple(input_shape)}"
         )
-    same_size = tuple(dataset.element_spec[0].shape[-3:-1]) == (height, width)
+    return dataset.map(
+        lambda image, label: (fit_images(image, (height, width, channels), method=method), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
-    def fit(image, label):
-        image = tf.cast(image, tf.float32)
-        if source_channels == 1 and channels == 3:
-            image = tf.image.grayscale_to_rgb(image)
-        elif source_channels == 3 and channels == 1:
-            image = tf.image.rgb_to_grayscale(image)
-        if not same_size and method == "resize":
-            image = tf.image.resize(image, (height, width), antialias=True)
-        elif not same_size:
-            image = tf.image.resize_with_crop_or_pad(image, height, width)
-        return image, label
 
-    return dataset.map(fit, num_parallel_calls=tf.data.AUTOTUNE)
+def fit_images(images, input_shape, *, method="resize"):
+    """One image or a batch ([..., H, W, 1|3], any size) as float32 0..255 at `input_shape`.
+
+    The trainer's fit for every split, and the exported SavedModel's for served images: a size
+    known only at run time (a served image) is checked then.
+    """
+    height, width, channels = (int(d) for d in input_shape)
+    images = tf.cast(images, tf.float32)
+    source_channels = images.shape[-1]
+    if source_channels == 1 and channels == 3:
+        images = tf.image.grayscale_to_rgb(images)
+    elif source_channels == 3 and channels == 1:
+        images = tf.image.rgb_to_grayscale(images)
+    if tuple(images.shape[-3:-1]) == (height, width):
+        return images
+
+    def fit():
+        if method == "resize":
+            return tf.image.resize(images, (height, width), antialias=True)
+        return tf.image.resize_with_crop_or_pad(images, height, width)
+
+    if None not in images.shape[-3:-1]:
+        return fit()
+    size = tf.shape(images)[-3:-1]
+    return tf.cond(tf.reduce_all(size == (height, width)), lambda: images, fit)
 
 
 def channel_statistics(train_dataset):

@@ -406,7 +406,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     )
 
     if hardware.is_chief(strategy):
-        export.export_model(model, run.path, class_names=prepared.class_names)
+        export.export_model(model, run.path, class_names=prepared.class_names, fit=config.data.fit)
         if history:
             plots.plot_curves(history, run.path / "curves.png",
                               title=f"{config.model.name} on {dataset_label(config.data.dataset)}")

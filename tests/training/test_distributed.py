@@ -180,7 +180,7 @@ def test_the_trainer_command_runs_on_two_local_workers(tmp_path):
 
     run = tmp_path / "two-workers"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["two-workers"]
-    assert (run / ".finished").exists() and (run / "saved_model").is_dir()
+    assert (run / ".finished").exists() and (run / "serving" / "1").is_dir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["epochs_completed"] == 2
     assert metrics["test_accuracy"] > 0.8

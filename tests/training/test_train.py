@@ -43,7 +43,7 @@ def test_embedded_default_reaches_95_percent_on_digits(default_run):
 
 def test_a_run_leaves_everything_behind(default_run):
     run = default_run.run_dir
-    for name in ("model.keras", "saved_model", "config.yaml", "history.csv", "metrics.json",
+    for name in ("model.keras", "serving/1/saved_model.pb", "config.yaml", "history.csv", "metrics.json",
                  "curves.png", "class_names.json"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
@@ -62,9 +62,8 @@ def test_the_saved_model_serves_raw_pixels(default_run):
     run = default_run.run_dir
     images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 1)).astype("float32")
     expected = default_run.model.predict(images, verbose=0)
-    served = tf.saved_model.load(str(run / "saved_model"))
-    outputs = served.signatures["serving_default"](tf.constant(images))
-    (probabilities,) = outputs.values()
+    served = tf.saved_model.load(str(run / "serving" / "1"))
+    probabilities = served.signatures["serving_float"](image=tf.constant(images))["probabilities"]
     np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
     reloaded = keras.saving.load_model(run / "model.keras")
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
@@ -169,7 +168,7 @@ def test_cli_trains_and_reports_json(tmp_path):
     # Keras prints one line per epoch to stdout when it is not a terminal; the report is last.
     report = json.loads(result.stdout[result.stdout.index("\n{") + 1:])
     assert report["epochs_completed"] == 1
-    assert (tmp_path / "stagewise_cnn-digits" / "saved_model").is_dir()
+    assert (tmp_path / "stagewise_cnn-digits" / "serving" / "1").is_dir()
     # Not a terminal: one line per epoch (steps, time, metrics), no progress bar redraws.
     epoch_lines = re.findall(r"^\d+/\d+ - \d+s - .*val_loss: .*learning_rate: ", result.stdout,
                              re.M)

@@ -309,7 +309,7 @@ def test_best_config_is_a_training_config_the_trainer_runs_unchanged(search, tmp
     assert str(run.run_dir) == os.path.join("saved_models", "digits-best")
     # Measured: 0.317 test accuracy after its 2 epochs (chance: 0.1; val accuracy 0.344).
     assert run.metrics["epochs_completed"] == 2 and run.metrics["test_accuracy"] >= 0.2
-    assert (tmp_path / "saved_models" / "digits-best" / "saved_model").is_dir()
+    assert (tmp_path / "saved_models" / "digits-best" / "serving" / "1").is_dir()
 
 
 def test_retrain_best_trains_on_train_plus_validation_and_exports(search, tmp_path,
@@ -321,7 +321,7 @@ def test_retrain_best_trains_on_train_plus_validation_and_exports(search, tmp_pa
     # 1437 train + 180 validation digits; the same 180 test digits as the search's runs.
     assert retrain.metrics["num_examples"] == {"train": 1617, "validation": 0, "test": 180}
     assert retrain.metrics["epochs_completed"] == 2
-    assert (tmp_path / "saved_models" / "digits-retrain" / "saved_model").is_dir()
+    assert (tmp_path / "saved_models" / "digits-retrain" / "serving" / "1").is_dir()
 
 
 def test_rerunning_a_finished_search_runs_no_trial_and_more_trials_extend_it(search):
