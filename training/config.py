@@ -43,6 +43,8 @@ class DataConfig:
     fit: str = option("resize", "how images are fitted to the input size", choices=("resize", "pad"))
     batch_size: int = option(32, "batch size per replica")
     cache: bool = option(True, "cache decoded images in memory")
+    classes: list = option([], "keep only these classes, by name or index, in this order (e.g. 5,6,7,8,9)", metavar="A,B,...")
+    subset_per_class: Optional[int] = option(None, "train on a seeded, stratified subset of N images per class of the training split", metavar="N")
 
 
 @dataclasses.dataclass
@@ -54,7 +56,18 @@ class ModelConfig:
     dropout: Optional[float] = option(None, "dropout rate instead of the model's own")
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
     options: dict = option({}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag="")
-    init_from: Optional[str] = option(None, "start from the weights of a previous run directory or its model.keras", metavar="PATH")
+    init_from: Optional[str] = option(None, "start from the weights of a previous run directory, a model.keras, or imagenet (keras.applications' weights); a fresh head when the classes differ", metavar="RUN|FILE|imagenet")
+
+
+@dataclasses.dataclass
+class TransferConfig:
+    mode: Optional[str] = option(None, "what trains of a model from --init-from (default finetune): finetune (everything), linear_probe (the new head only), partial (from --trainable-from on)", flag="--transfer", metavar="MODE")
+    trainable_from: Optional[str] = option(None, "partial: the first layer (or layer-name prefix such as conv4) that trains; everything before it is frozen", metavar="LAYER")
+    feature_layer: Optional[str] = option(None, "put the new head on this layer's output and cut away the rest (a small, different dataset)", metavar="LAYER")
+    backbone_lr_multiplier: float = option(0.1, "learning rate of the pretrained layers that train, relative to --lr (the new head's)")
+    two_phase: bool = option(False, "first train the new head alone for --probe-epochs, then fine-tune with a fresh schedule")
+    probe_epochs: int = option(3, "two_phase: epochs of the first (linear probe) phase, counted in --epochs")
+    source: Optional[dict] = option(None, "where the weights came from, recorded by the run (path and config hash, or imagenet and the weights file)", flag="")
 
 
 @dataclasses.dataclass
@@ -119,6 +132,7 @@ class TrainConfig:
     seed: int = option(0, "random seed: the same seed repeats a run")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
@@ -149,6 +163,7 @@ HELP_GROUPS = {
     "training": "training",
     "data": "data",
     "model": "model",
+    "transfer": "transfer learning (with --init-from)",
     "optimizer": "optimizer",
     "schedule": "learning-rate schedule",
     "augment": "augmentation",
@@ -353,7 +368,8 @@ def _one_of(name, value, allowed):
 
 def validate(config: TrainConfig):
     import zoo
-    from training import augment, optimizers, schedules
+    from training import augment, optimizers, schedules, transfer
+    from training import data as data_sources
 
     _require(config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}.")
     data = config.data
@@ -410,3 +426,5 @@ def validate(config: TrainConfig):
             choices = field.metadata.get("choices")
             if choices:
                 _one_of(field.name, getattr(section, field.name), choices)
+    data_sources.check_config(config)
+    transfer.check_config(config)
