@@ -81,8 +81,7 @@ def build_model(config: TrainConfig, input_shape, num_classes, mean, std, *,
     --init-from, `pretrained` (from pretrained_backbone) or loaded here, behind the source's
     normalization (see transfer.assemble)."""
     if config.model.init_from:
-        pretrained = pretrained or pretrained_backbone(
-            config, input_shape, [str(index) for index in range(num_classes)])
+        pretrained = pretrained or pretrained_backbone(config, input_shape, num_classes)
         return transfer.assemble(config, pretrained, input_shape, num_classes, mean, std)
     backbone = create_backbone(config, input_shape, num_classes)
     inputs = keras.Input(shape=input_shape, name="pixels")
@@ -94,10 +93,11 @@ def build_model(config: TrainConfig, input_shape, num_classes, mean, std, *,
     return keras.Model(inputs, backbone(standardized), name=config.model.name)
 
 
-def pretrained_backbone(config: TrainConfig, input_shape, class_names, source=None):
+def pretrained_backbone(config: TrainConfig, input_shape, num_classes, *, class_names=None,
+                        source=None):
     """The zoo model with the weights --init-from names (transfer.pretrained_backbone)."""
     source = source or transfer.load_source(config, input_shape)
-    target = create_backbone(config, input_shape, len(class_names))
+    target = create_backbone(config, input_shape, num_classes)
     return transfer.pretrained_backbone(config, source, target, class_names)
 
 
@@ -342,13 +342,13 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     if config.model.init_from:  # every transfer check before the run directory exists
         imagenet_shape = input_shape_for(config, 3)
         source = transfer.load_source(config, imagenet_shape)
-    prepared = prepare_data(config, source_shape=source and source.input_shape)
+    prepared = prepare_data(config, source_shape=source.input_shape if source else None)
     check_splits(config, prepared)
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
     if source:
         with strategy.scope():
-            pretrained = pretrained_backbone(config, prepared.input_shape,
-                                             prepared.class_names, source)
+            pretrained = pretrained_backbone(config, prepared.input_shape, prepared.num_classes,
+                                             class_names=prepared.class_names, source=source)
         resolved = resolved.replace({"transfer": {"mode": transfer.mode_of(config),
                                                   "source": source.record}})
     run = open_run_dir(config, resolved, strategy)

@@ -187,14 +187,16 @@ class Backbone:
         return [layer for layer in self.model.layers if layer.name in self.loaded]
 
 
-def pretrained_backbone(config, source: Source, target: keras.Model, class_names) -> Backbone:
+def pretrained_backbone(config, source: Source, target: keras.Model,
+                        class_names=None) -> Backbone:
     """Copy every layer of `source` into the freshly built zoo model `target` (same names,
-    same shapes). When the classes differ (by name where the source run recorded them, else by
-    number) the classifier stays fresh. Raises ValueError listing the first layers that differ,
+    same shapes). When the classes differ (by name where both are known, else by number) the
+    classifier stays fresh. Raises ValueError listing the first layers that differ,
     or nearby names for a layer name of the config that the model does not have."""
     source_layers = {layer.name: layer for layer in weighted_layers(source.model)}
-    source_classes, num_classes = source.model.output_shape[-1], len(class_names)
-    same_classes = (source_classes == num_classes and source.class_names in (None, class_names))
+    source_classes, num_classes = source.model.output_shape[-1], target.output_shape[-1]
+    same_classes = source_classes == num_classes and (
+        None in (class_names, source.class_names) or class_names == source.class_names)
     classifier = [] if same_classes else classifier_layers(target)
     loaded, new, differ = [], [], []
     for layer in weighted_layers(target):
