@@ -412,10 +412,9 @@ def _scaled_class(base):
 
 
 # One registered class per optimizer the trainer offers, so model.keras deserializes them.
-SCALED_CLASSES = {
-    base: _scaled_class(base)
-    for base in {type(optimizers.build_optimizer(name, 1.0)) for name in optimizers.OPTIMIZERS}
-}
+# From the classes, not instances: an optimizer made at import would start TensorFlow's
+# runtime before a multi-worker strategy may configure it.
+SCALED_CLASSES = {base: _scaled_class(base) for base in optimizers._CLASSES.values()}
 
 
 def scale_learning_rate(optimizer, scaled_variables, lr_multiplier):
