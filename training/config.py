@@ -49,6 +49,8 @@ class DataConfig:
     fit: str = option("resize", "how images are fitted to the input size", choices="training.data.FIT_METHODS")
     batch_size: int = option(32, "batch size per replica")
     cache: bool = option(True, "cache decoded images in memory")
+    classes: list = option([], "keep only these classes, by name or index, in this order (e.g. 5,6,7,8,9)", metavar="A,B,...")
+    subset_per_class: Optional[int] = option(None, "train on a seeded, stratified subset of N images per class of the training split", metavar="N")
 
 
 @dataclasses.dataclass
@@ -62,7 +64,18 @@ class ModelConfig:
     leaky_slope: Optional[float] = option(None, "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own")
     binary: bool = option(False, "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax")
     options: dict = option({}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag="")
-    init_from: Optional[str] = option(None, "start from the weights of a previous run directory or its model.keras", metavar="PATH")
+    init_from: Optional[str] = option(None, "start from the weights of a previous run directory, a model.keras, or imagenet (keras.applications' weights); a fresh head when the classes differ", metavar="RUN|FILE|imagenet")
+
+
+@dataclasses.dataclass
+class TransferConfig:
+    mode: Optional[str] = option(None, "what trains of a model from --init-from (default finetune): finetune (everything), linear_probe (the new head only), partial (from --trainable-from on)", flag="--transfer", metavar="MODE")
+    trainable_from: Optional[str] = option(None, "partial: the first layer (or layer-name prefix such as conv4) that trains; everything before it is frozen", metavar="LAYER")
+    feature_layer: Optional[str] = option(None, "put the new head on this layer's output and cut away the rest (a small, different dataset)", metavar="LAYER")
+    backbone_lr_multiplier: float = option(0.1, "learning rate of the pretrained layers that train, relative to --lr (the new head's)")
+    two_phase: bool = option(False, "first train the new head alone for --probe-epochs, then fine-tune with a fresh schedule")
+    probe_epochs: int = option(3, "two_phase: epochs of the first (linear probe) phase, counted in --epochs")
+    source: Optional[dict] = option(None, "where the weights came from, recorded by the run (path and config hash, or imagenet and the weights file)", flag="")
 
 
 @dataclasses.dataclass
@@ -131,6 +144,7 @@ class TrainConfig:
     seed: int = option(0, "random seed: the same seed repeats a run")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
@@ -160,10 +174,12 @@ class TrainConfig:
             rundir,
             schedules,
             trainer,
+            transfer,
         )
 
         # epochs is checked with the schedule that spans them.
-        for module in (data, trainer, optimizers, schedules, augment, callbacks, hardware, rundir):
+        for module in (data, trainer, transfer, optimizers, schedules, augment, callbacks,
+                       hardware, rundir):
             module.check_config(self)
         return self
 
@@ -171,6 +187,7 @@ class TrainConfig:
 HELP_GROUPS = {
     "data": "data",
     "model": "model",
+    "transfer": "transfer learning (with --init-from)",
     "optimizer": "optimizer",
     "schedule": "learning-rate schedule",
     "augment": "augmentation",

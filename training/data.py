@@ -75,11 +75,13 @@ class _Split:
 
 
 def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test_split=0.1,
-                 seed=0) -> DatasetSplits:
+                 seed=0, classes=(), subset_per_class=None) -> DatasetSplits:
     """Loads `dataset` and returns its train/validation/test splits.
 
     Missing validation and test splits are carved from train, stratified by class and seeded:
     `val_split` and `test_split` are fractions of the examples they are carved from.
+    `classes` (names or indices) keeps only those classes, relabelled 0.. in the order given;
+    `subset_per_class` then keeps that many seeded, stratified examples per class of train.
     """
     check_split_fractions(val_split, test_split)
 
@@ -110,15 +112,30 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
             # Fractions are of train before any carving: 0.1 and 0.1 of 1797 give 180 + 180.
             train_idx, carved = _carve(labels, train_idx, round(fraction * train.size), seed)
             parts[split] = train, carved
+    parts["train"] = train, train_idx
+    relabel = None
+    if classes:
+        chosen = _class_indices(classes, class_names)
+        parts = {split: (source, _of_classes(source, indices, chosen))
+                 for split, (source, indices) in parts.items()}
+        relabel = np.full(len(class_names), -1, np.int64)
+        relabel[chosen] = np.arange(len(chosen))
+        class_names = [class_names[i] for i in chosen]
+    if subset_per_class is not None:
+        train_source, train_idx = parts["train"]
+        parts["train"] = train_source, _per_class_subset(
+            train_source.read_labels(), train_idx, subset_per_class, seed)
     # Folders (and many arrays) list their examples class by class, and a shuffle buffer
     # smaller than the split would then fill each epoch's early batches with a few classes.
     # A seeded permutation up front mixes them whatever the size. (A tensorflow-datasets split
     # keeps the order tfds shuffled it into when preparing: its subset is read as a mask.)
-    parts["train"] = train, np.random.default_rng(seed).permutation(train_idx)
+    train_source, train_idx = parts["train"]
+    parts["train"] = train_source, np.random.default_rng(seed).permutation(train_idx)
 
     base_name = path.stem if path.exists() else name.split(":")[0].split("/")[0]
     return DatasetSplits(
-        **{split: source.build(indices) for split, (source, indices) in parts.items()},
+        **{split: _relabelled(source.build(indices), relabel)
+           for split, (source, indices) in parts.items()},
         class_names=class_names,
         image_shape=tuple(int(d) for d in image_shape),
         num_examples={split: len(parts[split][1]) for split in SPLIT_FOLDERS},
@@ -142,6 +159,45 @@ def _carve(labels, indices, count, seed):
             f"cannot carve a stratified split of {count} from {len(indices)} examples: {error}"
         ) from error
     return np.sort(rest), np.sort(carved)
+
+
+def _class_indices(classes, class_names):
+    """The indices of `classes`, each a class name or else an index into `class_names`."""
+    chosen = []
+    for value in classes:
+        text = str(value)
+        if text in class_names:
+            chosen.append(class_names.index(text))
+        elif text.isdigit() and int(text) < len(class_names):
+            chosen.append(int(text))
+        else:
+            raise ValueError(
+                f"classes: {text!r} is neither a class name nor an index below "
+                f"{len(class_names)}; the classes are {', '.join(class_names)}"
+            )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"classes: {list(classes)} names a class twice")
+    return np.array(chosen, np.int64)
+
+
+def _of_classes(source, indices, chosen):
+    return indices[np.isin(source.read_labels()[indices], chosen)]
+
+
+def _per_class_subset(labels, indices, per_class, seed):
+    """`per_class` indices of each class present (all of a smaller class), seeded, sorted."""
+    rng = np.random.default_rng(seed)
+    kept = [rng.permutation(indices[labels[indices] == label])[:per_class]
+            for label in np.unique(labels[indices])]
+    return np.sort(np.concatenate(kept)) if kept else indices
+
+
+def _relabelled(dataset, relabel):
+    if relabel is None:
+        return dataset
+    table = tf.constant(relabel)
+    return dataset.map(lambda image, label: (image, tf.gather(table, label)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _array_split(images, labels):
@@ -563,3 +619,9 @@ def check_config(config):
     checks.one_of("fit method (data.fit)", data.fit, FIT_METHODS)
     if data.image_size is not None:
         checks.in_range("data.image_size", data.image_size, 1, integer=True)
+    if data.subset_per_class is not None:
+        checks.in_range("data.subset_per_class", data.subset_per_class, 1, integer=True)
+    checks.require(len(set(map(str, data.classes))) == len(data.classes),
+                   f"data.classes names a class twice: {data.classes}.")
+    checks.require(len(data.classes) != 1,
+                   f"data.classes must keep at least two classes, got {data.classes}.")

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 
+from training import transfer
 from training.config import add_arguments, config_from_args
 
 
@@ -21,7 +22,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m training.run",
         description="Train a zoo model on an image dataset and export it as a servable model.",
-        epilog="Every flag is also a YAML key: section.key (see the config.yaml a run saves).",
+        epilog=transfer.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return parser.parse_args(argv)

@@ -27,10 +27,10 @@ from training import (
     plots,
     rundir,
     schedules,
+    transfer,
 )
 from training.config import TrainConfig, from_dict
 from zoo import options as layer_options
-from zoo.weights import copy_weights
 
 log = logging.getLogger("training")
 
@@ -60,10 +60,13 @@ def dataset_label(dataset: str) -> str:
     return path.stem if path.suffix == ".npz" else path.name or dataset
 
 
-def input_shape_for(config: TrainConfig, channels: int) -> tuple:
-    """The model input: the requested (or the model's default) square size, the data's channels."""
+def input_shape_for(config: TrainConfig, channels: int, source_shape=None) -> tuple:
+    """The model input: the requested (or the model's default) square size, the data's channels;
+    a transfer source's size and channels instead of the defaults (the data is fitted to it)."""
     info = zoo.model_info(config.model.name)
     height, width = info.default_input_shape[:2]
+    if source_shape is not None:
+        height, width, channels = source_shape
     if config.data.image_size is not None:
         height = width = config.data.image_size
     return (height, width, channels)
@@ -88,11 +91,15 @@ def create_backbone(config: TrainConfig, input_shape, num_classes) -> keras.Mode
         raise ValueError(f"{config.model.name}: {error}. Check the model options.") from None
 
 
-def build_model(config: TrainConfig, input_shape, num_classes, mean, std) -> keras.Model:
-    """The zoo model behind a standardization layer, so the model takes raw pixels."""
-    backbone = create_backbone(config, input_shape, num_classes)
+def build_model(config: TrainConfig, input_shape, num_classes, mean, std, *,
+                pretrained=None) -> keras.Model:
+    """The zoo model behind a standardization layer, so the model takes raw pixels. With
+    --init-from, `pretrained` (from pretrained_backbone) or loaded here, behind the source's
+    normalization (see transfer.assemble)."""
     if config.model.init_from:
-        copy_weights(load_backbone(config.model.init_from), backbone)
+        pretrained = pretrained or pretrained_backbone(config, input_shape, num_classes)
+        return transfer.assemble(config, pretrained, input_shape, num_classes, mean, std)
+    backbone = create_backbone(config, input_shape, num_classes)
     inputs = keras.Input(shape=input_shape, name="pixels")
     # float32: the statistics of 0..255 pixels lose precision in bfloat16.
     standardized = keras.layers.Normalization(
@@ -102,25 +109,18 @@ def build_model(config: TrainConfig, input_shape, num_classes, mean, std) -> ker
     return keras.Model(inputs, backbone(standardized), name=config.model.name)
 
 
-def init_from_file(path) -> pathlib.Path:
-    """The .keras file `init_from` names: a run directory's model.keras, or a .keras file."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        path = path / "model.keras"
-    checks.require(path.is_file() and path.suffix == ".keras",
-                   f"init_from must be a run directory holding model.keras, or a .keras file; "
-                   f"got {path}.")
-    return path
+def pretrained_backbone(config: TrainConfig, input_shape, num_classes, *, class_names=None,
+                        source=None):
+    """The zoo model with the weights --init-from names (transfer.pretrained_backbone)."""
+    source = source or transfer.load_source(config, input_shape)
+    target = create_backbone(config, input_shape, num_classes)
+    return transfer.pretrained_backbone(config, source, target, class_names)
 
 
-def load_backbone(path) -> keras.Model:
-    """The zoo model inside a previous run (a run directory or its .keras file)."""
-    model = keras.saving.load_model(init_from_file(path), compile=False)
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return nested[0] if nested else model
-
-
-def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes):
+def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes,
+                  scaled_variables=()):
+    """`scaled_variables`: paths of pretrained variables that learn at
+    config.transfer.backbone_lr_multiplier times the learning rate."""
     base_lr = hardware.scaled_learning_rate(config.optimizer.lr, replicas, config.optimizer.scale_lr)
     schedule = config.schedule
     learning_rate = schedules.build_learning_rate(
@@ -157,6 +157,9 @@ def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
         if num_classes >= 5:
             metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    multiplier = config.transfer.backbone_lr_multiplier
+    if scaled_variables and multiplier != 1.0:
+        optimizer = transfer.scale_learning_rate(optimizer, scaled_variables, multiplier)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
@@ -185,8 +188,9 @@ class PreparedData:
         return len(self.class_names)
 
 
-def prepare_data(config: TrainConfig, *, include_test=True) -> PreparedData:
-    """Load the dataset, fit its images to the model input, measure the training split."""
+def prepare_data(config: TrainConfig, *, include_test=True, source_shape=None) -> PreparedData:
+    """Load the dataset, fit its images to the model input (or a transfer source's input,
+    `source_shape`), measure the training split."""
     splits = data.load_dataset(
         config.data.dataset,
         data_dir=config.data.data_dir,
@@ -194,8 +198,10 @@ def prepare_data(config: TrainConfig, *, include_test=True) -> PreparedData:
         val_split=config.data.val_split,
         test_split=config.data.test_split,
         seed=config.seed,
+        classes=config.data.classes,
+        subset_per_class=config.data.subset_per_class,
     )
-    input_shape = input_shape_for(config, splits.image_shape[-1])
+    input_shape = input_shape_for(config, splits.image_shape[-1], source_shape)
     fit = {name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
            for name in ("train", "validation", "test")}
     mean, std = data.channel_statistics(fit["train"])
@@ -339,6 +345,7 @@ def evaluate(model, pipelines, prepared: PreparedData, history: dict, *, train_s
         "num_examples": dict(prepared.num_examples),
         "num_classes": prepared.num_classes,
         "params": model.count_params(),
+        "trainable_params": transfer.trainable_params(model),
         "precision": policy,
         "replicas": replicas,
     }
@@ -362,12 +369,22 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
 
-    prepared = prepare_data(config)
+    source = pretrained = None
+    if config.model.init_from:  # every transfer check before the run directory exists
+        imagenet_shape = input_shape_for(config, 3)
+        source = transfer.load_source(config, imagenet_shape)
+    prepared = prepare_data(config, source_shape=source.input_shape if source else None)
     check_splits(config, prepared)
     global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
     # Before the run directory: building the augmentation refuses ops that do not fit the data.
     pipelines = make_pipelines(config, prepared, global_batch)
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
+    if source:
+        with strategy.scope():
+            pretrained = pretrained_backbone(config, prepared.input_shape, prepared.num_classes,
+                                             class_names=prepared.class_names, source=source)
+        resolved = resolved.replace({"transfer": {"mode": transfer.mode_of(config),
+                                                  "source": source.record}})
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
     log.info(
@@ -377,28 +394,53 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         prepared.num_examples["test"], prepared.input_shape, policy, replicas,
     )
 
+    if pretrained:
+        log.info("Weights from %s: loaded %d layers (%s); new: %s", config.model.init_from,
+                 len(pretrained.loaded), ", ".join(pretrained.loaded),
+                 ", ".join(pretrained.new) or "none")
+
     with strategy.scope():
         model = build_model(config, prepared.input_shape, prepared.num_classes,
-                            prepared.mean, prepared.std)
-        compile_model(model, config,
-                      steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
-                      replicas=replicas, num_classes=prepared.num_classes)
-    log.info("%s: %s parameters", model.name, f"{model.count_params():,}")
+                            prepared.mean, prepared.std, pretrained=pretrained)
 
     started = time.perf_counter()
-    fit_history = model.fit(
-        pipelines["train"],
-        validation_data=pipelines.get("validation"),
-        epochs=config.epochs,
-        callbacks=build_fit_callbacks(config, work_dir) + list(extra_callbacks),
-        verbose=callbacks.fit_verbosity(),
-        shuffle=False,  # the pipeline shuffles, seeded
-    )
+    epochs_run = 0
+    for phase in transfer.phases(config):
+        marker = phase.marker and run.path / phase.marker
+        if marker and marker.exists():  # a resumed run whose probe had finished
+            model.load_weights(marker)
+            continue
+        with strategy.scope():
+            scaled = (transfer.set_trainable(model, pretrained, phase.mode,
+                                             config.transfer.trainable_from)
+                      if pretrained else ())
+            compile_model(model, phase.config,
+                          steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
+                          replicas=replicas, num_classes=prepared.num_classes,
+                          scaled_variables=scaled)
+        log.info("%s%s: %s parameters, %s trainable", model.name,
+                 f" ({phase.mode})" if phase.mode else "", f"{model.count_params():,}",
+                 f"{transfer.trainable_params(model):,}")
+        model._initial_epoch = None  # BackupAndRestore of an earlier phase leaves it set
+        fit_history = model.fit(
+            pipelines["train"],
+            validation_data=pipelines.get("validation"),
+            initial_epoch=phase.first_epoch,
+            epochs=phase.first_epoch + phase.config.epochs,
+            callbacks=build_fit_callbacks(config, work_dir) + list(extra_callbacks),
+            verbose=callbacks.fit_verbosity(),
+            shuffle=False,  # the pipeline shuffles, seeded
+        )
+        epochs_run += len(fit_history.epoch)
+        if marker and hardware.is_chief(strategy):
+            partial = marker.with_name(f"partial-{marker.name}")  # written whole, then moved in
+            model.save_weights(partial)
+            os.replace(partial, marker)
     train_seconds = time.perf_counter() - started
     # The CSV holds every epoch, also those before a resume, which fit's History lacks.
     history = read_history(work_dir / "history.csv") or fit_history.history
     metrics = evaluate(model, pipelines, prepared, history, train_seconds=train_seconds,
-                       epochs_run=len(fit_history.epoch), policy=policy, replicas=replicas)
+                       epochs_run=epochs_run, policy=policy, replicas=replicas)
     log.info(
         "test accuracy %.4f, loss %.4f after %d epochs (%.1f s, %s images/s)",
         metrics["test_accuracy"], metrics["test_loss"], metrics["epochs_completed"],
@@ -458,5 +500,3 @@ def check_config(config):
                        f"model.options.{argument} is set by the trainer, not an option.")
     arguments = builder_kwargs(config, input_shape=None, num_classes=None)
     check_builder_arguments(model.name, set(arguments) - {"input_shape", "num_classes"})
-    if model.init_from:
-        init_from_file(model.init_from)
