@@ -45,38 +45,56 @@ def main():
     expected = np.asarray(serving.class_probabilities(model.predict(pixels, verbose=0)))
     # What LiteRT and ONNX hold: the same weights computing in float32 (differs under mixed
     # precision only).
-    float32 = np.asarray(serving.class_probabilities(
-        export.float32_copy(model).predict(pixels, verbose=0)))
+    float32 = np.asarray(
+        serving.class_probabilities(export.float32_copy(model).predict(pixels, verbose=0))
+    )
 
     saved_model = serving.saved_model_path(run_dir)
     jobs = [["SavedModel", "saved_model_float", str(saved_model)]]
-    jobs += [[name, "litert", str(run_dir / name)] for name in export.LITERT_FILES.values()
-             if (run_dir / name).is_file()]
+    jobs += [
+        [name, "litert", str(run_dir / name)]
+        for name in export.LITERT_FILES.values()
+        if (run_dir / name).is_file()
+    ]
     if (run_dir / export.ONNX_FILE).is_file():
         jobs.append([export.ONNX_FILE, "onnx", str(run_dir / export.ONNX_FILE)])
     with tempfile.TemporaryDirectory() as work:
         work = pathlib.Path(work)
         np.savez(work / "inputs.npz", pixels=pixels, files=np.array([], dtype=str))
-        (work / "jobs.json").write_text(json.dumps({"inputs": str(work / "inputs.npz"),
-                                                    "jobs": jobs}))
-        result = subprocess.run([sys.executable, str(CHECKER), str(work / "jobs.json")],
-                                capture_output=True, text=True, check=True)
+        (work / "jobs.json").write_text(
+            json.dumps({"inputs": str(work / "inputs.npz"), "jobs": jobs})
+        )
+        result = subprocess.run(
+            [sys.executable, str(CHECKER), str(work / "jobs.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     served = json.loads(result.stdout.strip().splitlines()[-1])
 
-    print(f"{run_dir}: {len(labels)} test images, Keras model accuracy "
-          f"{np.mean(expected.argmax(1) == labels):.2%}")
-    print(f"{'format':24} {'size':>9}  {'same top-1':>10}  {'max |dp|':>9}  "
-          f"{'max |dp| f32':>12}  {'accuracy':>8}")
+    print(
+        f"{run_dir}: {len(labels)} test images, Keras model accuracy "
+        f"{np.mean(expected.argmax(1) == labels):.2%}"
+    )
+    print(
+        f"{'format':24} {'size':>9}  {'same top-1':>10}  {'max |dp|':>9}  "
+        f"{'max |dp| f32':>12}  {'accuracy':>8}"
+    )
     for name, _, path in jobs:
         path = pathlib.Path(path)
-        size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else (
-            path.stat().st_size)
+        size = (
+            sum(p.stat().st_size for p in path.rglob("*"))
+            if path.is_dir()
+            else (path.stat().st_size)
+        )
         probabilities = np.array(served[name])
-        print(f"{name:24} {size / 1e3:7.0f} kB  "
-              f"{np.mean(probabilities.argmax(1) == expected.argmax(1)):10.2%}  "
-              f"{np.abs(probabilities - expected).max():9.1e}  "
-              f"{np.abs(probabilities - float32).max():12.1e}  "
-              f"{np.mean(probabilities.argmax(1) == labels):8.2%}")
+        print(
+            f"{name:24} {size / 1e3:7.0f} kB  "
+            f"{np.mean(probabilities.argmax(1) == expected.argmax(1)):10.2%}  "
+            f"{np.abs(probabilities - expected).max():9.1e}  "
+            f"{np.abs(probabilities - float32).max():12.1e}  "
+            f"{np.mean(probabilities.argmax(1) == labels):8.2%}"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class Case:
 
 CASES = [
     Case("digits 32x32x1", "digits", (32, 32, 1), "lenet5", model_images=12_800),
-    Case("sign language 96x96x3", str(SIGN_LANGUAGE), (96, 96, 3), "mobilenet_v2",
-         model_images=640),
+    Case(
+        "sign language 96x96x3", str(SIGN_LANGUAGE), (96, 96, 3), "mobilenet_v2", model_images=640
+    ),
 ]
 
 
@@ -75,20 +76,28 @@ class Bench:
         self.pipelines = {}
         for preset in ("none", case.preset):
             augmentation = augment.build_augmentation(
-                preset, image_shape=case.input_shape, num_classes=num_classes,
+                preset,
+                image_shape=case.input_shape,
+                num_classes=num_classes,
                 flip_safe=splits.flip_safe,
             )
-            pipeline = data.make_pipeline(train, batch_size=batch_size, num_classes=num_classes,
-                                          training=True, augment=augmentation)
+            pipeline = data.make_pipeline(
+                train,
+                batch_size=batch_size,
+                num_classes=num_classes,
+                training=True,
+                augment=augmentation,
+            )
             # Repeated so every measurement sees the same number of batches; the first
             # (warm-up) pass fills the cache.
             self.pipelines[preset] = pipeline.repeat()
             for _ in self.pipelines[preset].take(self.pipeline_steps):
                 pass
-        self.model = zoo.create(case.model, input_shape=case.input_shape,
-                                num_classes=num_classes)
-        self.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                           loss=keras.losses.CategoricalCrossentropy())
+        self.model = zoo.create(case.model, input_shape=case.input_shape, num_classes=num_classes)
+        self.model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.CategoricalCrossentropy(),
+        )
         images, labels = next(iter(self.pipelines["none"]))
         self.in_memory = tf.data.Dataset.from_tensors((images, labels)).repeat()
         self.model.fit(self.in_memory, steps_per_epoch=5, epochs=1, verbose=0)
@@ -98,8 +107,7 @@ class Bench:
 
     def fit(self, dataset):
         start = time.perf_counter()
-        history = self.model.fit(dataset, steps_per_epoch=self.model_steps, epochs=1,
-                                 verbose=0)
+        history = self.model.fit(dataset, steps_per_epoch=self.model_steps, epochs=1, verbose=0)
         seconds = time.perf_counter() - start
         if not np.isfinite(history.history["loss"][-1]):
             raise RuntimeError(f"{self.case.model} diverged while being measured")
@@ -109,13 +117,17 @@ class Bench:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pipeline-images", type=int, default=6400,
-                        help="images per pipeline measurement")
+    parser.add_argument(
+        "--pipeline-images", type=int, default=6400, help="images per pipeline measurement"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
 
-    benches = [Bench(case, args.batch_size, args.pipeline_images) for case in CASES
-               if case.source == "digits" or pathlib.Path(case.source).is_dir()]
+    benches = [
+        Bench(case, args.batch_size, args.pipeline_images)
+        for case in CASES
+        if case.source == "digits" or pathlib.Path(case.source).is_dir()
+    ]
     results = {bench.case.name: {} for bench in benches}
     for round_index in range(args.rounds):
         # Cases and measurements alternate within each round, so load on this shared
@@ -130,23 +142,34 @@ def main():
             }
             for key, value in measured.items():
                 results[bench.case.name].setdefault(key, []).append(value)
-            print(f"round {round_index + 1} {bench.case.name}: "
-                  + ", ".join(f"{k} {v:,.0f}" for k, v in measured.items()), flush=True)
+            print(
+                f"round {round_index + 1} {bench.case.name}: "
+                + ", ".join(f"{k} {v:,.0f}" for k, v in measured.items()),
+                flush=True,
+            )
 
-    print(f"\nmedian images/s over {args.rounds} rounds, batch {args.batch_size}, "
-          f"{os.cpu_count()} CPU cores")
+    print(
+        f"\nmedian images/s over {args.rounds} rounds, batch {args.batch_size}, "
+        f"{os.cpu_count()} CPU cores"
+    )
     for bench in benches:
         measured = results[bench.case.name]
         print(bench.case.name)
         for key, values in measured.items():
-            print(f"  {key:<40} {statistics.median(values):>9,.0f}"
-                  f"   (min {min(values):,.0f}, max {max(values):,.0f})")
+            print(
+                f"  {key:<40} {statistics.median(values):>9,.0f}"
+                f"   (min {min(values):,.0f}, max {max(values):,.0f})"
+            )
         # Per round, so that load on the shared machine cancels out of each ratio.
-        alone, fed = (measured[f"{bench.case.model} alone"],
-                      measured[f"{bench.case.model} + pipeline/{bench.case.preset}"])
+        alone, fed = (
+            measured[f"{bench.case.model} alone"],
+            measured[f"{bench.case.model} + pipeline/{bench.case.preset}"],
+        )
         ratios = [f / a for f, a in zip(fed, alone)]
-        print(f"  {'fed by the pipeline / alone':<40} {statistics.median(ratios):>9.2f}"
-              f"   (min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(
+            f"  {'fed by the pipeline / alone':<40} {statistics.median(ratios):>9.2f}"
+            f"   (min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
     if len(benches) < len(CASES):
         print(f"sign language case skipped: {SIGN_LANGUAGE} not found")
 

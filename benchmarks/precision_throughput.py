@@ -49,8 +49,9 @@ def images_per_second(model, images, labels, batch_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=2048, help="images per timed epoch")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -62,8 +63,13 @@ def main(argv=None):
 
     models = {policy: compiled_resnet20(policy) for policy in POLICIES}
     for model in models.values():  # trace the train step outside the timed rounds
-        model.fit(images[: 2 * args.batch_size], labels[: 2 * args.batch_size],
-                  batch_size=args.batch_size, epochs=1, verbose=0)
+        model.fit(
+            images[: 2 * args.batch_size],
+            labels[: 2 * args.batch_size],
+            batch_size=args.batch_size,
+            epochs=1,
+            verbose=0,
+        )
 
     rates = {policy: [] for policy in POLICIES}
     for round_index in range(args.rounds):
@@ -75,8 +81,10 @@ def main(argv=None):
             print(f"round {round_index + 1}: {policy:15s} {rate:7.1f} images/s", flush=True)
 
     medians = {policy: statistics.median(values) for policy, values in rates.items()}
-    print(f"\nresnet20, {INPUT_SHAPE}, batch {args.batch_size}, {args.images} images/round, "
-          f"{args.rounds} rounds; bf16 CPU flags: {hardware.cpu_supports_bf16()}")
+    print(
+        f"\nresnet20, {INPUT_SHAPE}, batch {args.batch_size}, {args.images} images/round, "
+        f"{args.rounds} rounds; bf16 CPU flags: {hardware.cpu_supports_bf16()}"
+    )
     for policy, median in medians.items():
         print(f"  {policy:15s} median {median:7.1f} images/s")
     print(f"  mixed_bfloat16 / float32 = {medians['mixed_bfloat16'] / medians['float32']:.2f}")

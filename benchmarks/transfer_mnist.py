@@ -54,30 +54,64 @@ def mnist_npz(folder):
                 return np.frombuffer(file.read(), np.uint8, offset=offset)
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x_train=read("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28),
-                 y_train=read("train-labels-idx1-ubyte.gz", 8).astype(np.int64),
-                 x_test=read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28),
-                 y_test=read("t10k-labels-idx1-ubyte.gz", 8).astype(np.int64))
+        np.savez(
+            path,
+            x_train=read("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28),
+            y_train=read("train-labels-idx1-ubyte.gz", 8).astype(np.int64),
+            x_test=read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28),
+            y_test=read("t10k-labels-idx1-ubyte.gz", 8).astype(np.int64),
+        )
     return path
 
 
 def pretrain_flags(output_dir, mnist, *, epochs=2, subset_per_class=None):
     """LeNet-5 on digits 0-4; the run lands in <output_dir>/source."""
-    flags = ["--dataset", str(mnist), "--classes", SOURCE_CLASSES, "--epochs", str(epochs),
-             "--output-dir", str(output_dir), "--run-name", "source", "--precision", "float32"]
+    flags = [
+        "--dataset",
+        str(mnist),
+        "--classes",
+        SOURCE_CLASSES,
+        "--epochs",
+        str(epochs),
+        "--output-dir",
+        str(output_dir),
+        "--run-name",
+        "source",
+        "--precision",
+        "float32",
+    ]
     if subset_per_class:
         flags += ["--subset-per-class", str(subset_per_class)]
     return flags
 
 
-def adapt_flags(source_run, mode, per_class, seed, output_dir, dataset_flags, *,
-                epochs=ADAPT_EPOCHS):
+def adapt_flags(
+    source_run, mode, per_class, seed, output_dir, dataset_flags, *, epochs=ADAPT_EPOCHS
+):
     """One adaptation run: `mode` (a key of MODES) from `source_run` on N images per class."""
-    flags = [*dataset_flags, "--subset-per-class", str(per_class), "--seed", str(seed),
-             "--epochs", str(epochs), "--batch-size", str(ADAPT_BATCH), "--val-split", "0",
-             "--patience", "0",
-             "--checkpoint-best", "false", "--output-dir", str(output_dir),
-             "--run-name", f"{mode}-{per_class}-seed{seed}", "--precision", "float32"]
+    flags = [
+        *dataset_flags,
+        "--subset-per-class",
+        str(per_class),
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(ADAPT_BATCH),
+        "--val-split",
+        "0",
+        "--patience",
+        "0",
+        "--checkpoint-best",
+        "false",
+        "--output-dir",
+        str(output_dir),
+        "--run-name",
+        f"{mode}-{per_class}-seed{seed}",
+        "--precision",
+        "float32",
+    ]
     if mode != "scratch":
         flags += ["--init-from", str(source_run), *MODES[mode]]
     if "--two-phase" in MODES[mode]:
@@ -100,8 +134,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 50])
     parser.add_argument("--pretrain-epochs", type=int, default=2)
-    parser.add_argument("--sign-language", action="store_true",
-                        help="adapt to the Sign Language Digits photos instead of digits 5-9")
+    parser.add_argument(
+        "--sign-language",
+        action="store_true",
+        help="adapt to the Sign Language Digits photos instead of digits 5-9",
+    )
     parser.add_argument("--output-dir", default=None, help="default: a temporary folder")
     args = parser.parse_args()
 
@@ -127,8 +164,9 @@ def main():
         for mode in MODES:
             scores = []
             for seed in args.seeds:
-                result = run(adapt_flags(source, mode, per_class, seed, output / "adapt",
-                                         dataset_flags))
+                result = run(
+                    adapt_flags(source, mode, per_class, seed, output / "adapt", dataset_flags)
+                )
                 scores.append(result.metrics["test_accuracy"])
                 print(f"{mode} {per_class}/class seed {seed}: {scores[-1]:.4f}", flush=True)
             table[per_class, mode] = scores
@@ -137,8 +175,11 @@ def main():
     print("| images per class | " + " | ".join(MODES) + " |")
     print("| ---: |" + " ---: |" * len(MODES))
     for per_class in args.sizes:
-        cells = [f"{100 * np.mean(table[per_class, m]):.1f}% ({100 * min(table[per_class, m]):.1f}"
-                 f"-{100 * max(table[per_class, m]):.1f})" for m in MODES]
+        cells = [
+            f"{100 * np.mean(table[per_class, m]):.1f}% ({100 * min(table[per_class, m]):.1f}"
+            f"-{100 * max(table[per_class, m]):.1f})"
+            for m in MODES
+        ]
         print(f"| {per_class} | " + " | ".join(cells) + " |")
     print(f"runs in {output}")
 

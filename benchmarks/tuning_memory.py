@@ -41,19 +41,32 @@ def main():
         return result
 
     hypermodel.TrialHyperModel.fit = measured_fit
-    fixed = {"epochs": 1, "data": {"dataset": "digits", "image_size": 8},
-             "model": {"name": "stagewise_cnn", "options": {"dense_layers": 0}},
-             "hardware": {"precision": "float32"}}
-    space = {"model.options.num_stages": {"min": 1, "max": 3},
-             "model.options.filters": {"values": [4, 8, 16]}, "augment.preset": None}
+    fixed = {
+        "epochs": 1,
+        "data": {"dataset": "digits", "image_size": 8},
+        "model": {"name": "stagewise_cnn", "options": {"dense_layers": 0}},
+        "hardware": {"precision": "float32"},
+    }
+    space = {
+        "model.options.num_stages": {"min": 1, "max": 3},
+        "model.options.filters": {"values": [4, 8, 16]},
+        "augment.preset": None,
+    }
     with tempfile.TemporaryDirectory() as output:
-        run_search(fixed, SearchSettings(name="memory", output_dir=output, max_trials=args.trials,
-                                         epochs=1, patience=0), space)
+        run_search(
+            fixed,
+            SearchSettings(
+                name="memory", output_dir=output, max_trials=args.trials, epochs=1, patience=0
+            ),
+            space,
+        )
     for trial, mib in enumerate(readings):
         print(f"after trial {trial}: {mib:.0f} MiB")
     later = readings[1:]
-    print(f"growth from trial 1 to {len(readings) - 1}: {later[-1] - later[0]:+.0f} MiB "
-          f"({(later[-1] - later[0]) / max(len(later) - 1, 1):+.1f} MiB per trial)")
+    print(
+        f"growth from trial 1 to {len(readings) - 1}: {later[-1] - later[0]:+.0f} MiB "
+        f"({(later[-1] - later[0]) / max(len(later) - 1, 1):+.1f} MiB per trial)"
+    )
 
 
 if __name__ == "__main__":

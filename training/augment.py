@@ -43,8 +43,9 @@ def _translation(image_shape, layer_kwargs, fraction=0.1):
     return keras.layers.RandomTranslation(fraction, fraction, **FILL, **layer_kwargs)
 
 
-def _color_jitter(image_shape, layer_kwargs, brightness=0.2, contrast=0.2, saturation=0.2,
-                  hue=0.02):
+def _color_jitter(
+    image_shape, layer_kwargs, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02
+):
     # RandomSaturation leaves images unchanged at 0.5: jitter around it.
     return keras.layers.RandomColorJitter(
         value_range=VALUE_RANGE,
@@ -70,12 +71,18 @@ def _cutout(image_shape, layer_kwargs, size=None, *, mean):
     side = min(image_shape[:2])
     size = max(1, round(side / 2)) if size is None else size
     if not 1 <= size <= side:
-        raise ValueError(f"cutout size must be 1..{side} pixels for {side}-pixel images, "
-                         f"received {size}")
+        raise ValueError(
+            f"cutout size must be 1..{side} pixels for {side}-pixel images, received {size}"
+        )
     fraction = (size / side) ** 2  # RandomErasing's scale is an area: each side is its root
     fill = [float(m) for m in mean] if len(mean) == 3 else float(mean[0])
-    return keras.layers.RandomErasing(factor=(1.0, 1.0), scale=(fraction, fraction),
-                                      fill_value=fill, value_range=VALUE_RANGE, **layer_kwargs)
+    return keras.layers.RandomErasing(
+        factor=(1.0, 1.0),
+        scale=(fraction, fraction),
+        fill_value=fill,
+        value_range=VALUE_RANGE,
+        **layer_kwargs,
+    )
 
 
 def _rand_augment(image_shape, layer_kwargs, num_ops=2, magnitude=0.5):
@@ -113,13 +120,21 @@ PRESETS = {
     "none": (),
     "light": ("random_crop", "flip"),
     "standard": ("random_crop", "flip", "rotation", "zoom", "color_jitter"),
-    "strong": ("random_crop", "flip", "rotation", "zoom", "color_jitter", "rand_augment",
-               "random_erasing"),
+    "strong": (
+        "random_crop",
+        "flip",
+        "rotation",
+        "zoom",
+        "color_jitter",
+        "rand_augment",
+        "random_erasing",
+    ),
 }
 
 
-def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes, flip_safe,
-                       seed=0, mean=None):
+def build_augmentation(
+    preset="standard", *, ops=None, image_shape, num_classes, flip_safe, seed=0, mean=None
+):
     """A callable (images, one-hot labels) -> (images, labels) on batches, or None.
 
     `ops` overrides the preset with a list of op names, `name:value` strings that set an op's
@@ -133,8 +148,11 @@ def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes,
     channels = int(image_shape[-1])
     if ops is None:
         checks.one_of("augmentation preset", preset, PRESETS)
-        specs = [(name, {}) for name in PRESETS[preset]
-                 if (name != "flip" or flip_safe) and (name not in COLOR_OPS or channels == 3)]
+        specs = [
+            (name, {})
+            for name in PRESETS[preset]
+            if (name != "flip" or flip_safe) and (name not in COLOR_OPS or channels == 3)
+        ]
     else:
         specs = [_parse_op(op) for op in ops]
         for name, _ in specs:
@@ -147,8 +165,10 @@ def build_augmentation(preset="standard", *, ops=None, image_shape, num_classes,
     if num_classes < 2 and any(name in ("mixup", "cutmix") for name, _ in specs):
         raise ValueError(f"mixup and cutmix need at least 2 classes, received {num_classes}")
 
-    layers = [_make_op(name, params, image_shape, index, seed + index, mean)
-              for index, (name, params) in enumerate(specs)]
+    layers = [
+        _make_op(name, params, image_shape, index, seed + index, mean)
+        for index, (name, params) in enumerate(specs)
+    ]
     pipeline = keras.layers.Pipeline(layers, name="augmentation")
 
     def augment(images, labels):
@@ -172,8 +192,9 @@ def _parse_op(op):
             try:
                 params[first[0]] = int(value) if value.lstrip("-").isdigit() else float(value)
             except ValueError:
-                raise checks.ConfigError(f"augmentation op {op!r}: the value after ':' must be "
-                                         f"a number, its {first[0]}") from None
+                raise checks.ConfigError(
+                    f"augmentation op {op!r}: the value after ':' must be a number, its {first[0]}"
+                ) from None
     else:
         checks.require(
             isinstance(op, dict) and len(op) == 1,
@@ -185,8 +206,11 @@ def _parse_op(op):
     checks.one_of("augmentation op", name, OPS)
     allowed = _user_parameters(name)
     unknown = sorted(set(params) - set(allowed))
-    checks.require(not unknown, f"unknown parameters {unknown} for augmentation op {name!r}; "
-                                f"valid parameters: {allowed or 'none'}")
+    checks.require(
+        not unknown,
+        f"unknown parameters {unknown} for augmentation op {name!r}; "
+        f"valid parameters: {allowed or 'none'}",
+    )
     return name, params
 
 

@@ -82,9 +82,11 @@ class StopOnDivergence(keras.callbacks.Callback):
         weights = self.model.trainable_weights
         if not all(bool(keras.ops.all(keras.ops.isfinite(w))) for w in weights):
             loss = logs.get("loss", float("nan"))
-            self._diverged(f"The weights became NaN or infinite in epoch {epoch + 1} while the "
-                           f"loss stayed finite ({loss:.4g}; ReLUs turn NaN into 0): check the "
-                           "inputs for NaN too")
+            self._diverged(
+                f"The weights became NaN or infinite in epoch {epoch + 1} while the "
+                f"loss stayed finite ({loss:.4g}; ReLUs turn NaN into 0): check the "
+                "inputs for NaN too"
+            )
 
     def _diverged(self, what):
         lr = _current_learning_rate(self.model.optimizer)
@@ -132,8 +134,10 @@ class StopOnMetricDrop(keras.callbacks.Callback):
         if self.best is None or value > self.best:
             self.best = value
         elif self.best - value > self.max_drop:
-            print(f"Epoch {epoch + 1}: {self.monitor} fell from {self.best:.4f} to "
-                  f"{value:.4f}, more than {self.max_drop}: stopping.")
+            print(
+                f"Epoch {epoch + 1}: {self.monitor} fell from {self.best:.4f} to "
+                f"{value:.4f}, more than {self.max_drop}: stopping."
+            )
             self.model.stop_training = True
 
 
@@ -307,16 +311,21 @@ class HistoryCSV(keras.callbacks.Callback):
             return list(csv.DictReader(f))
 
 
-def check_plateau(factor, patience, min_lr, *, names=("plateau factor", "plateau patience",
-                                                      "plateau min_lr")):
+def check_plateau(
+    factor, patience, min_lr, *, names=("plateau factor", "plateau patience", "plateau min_lr")
+):
     """The rules of the reduce-on-plateau settings; `names` as the caller knows them."""
     checks.in_range(names[0], factor, 0, 1, low_open=True)
     checks.in_range(names[1], patience, 1, integer=True)
     checks.in_range(names[2], min_lr, 0)
 
 
-def check_stops(early_stopping_patience, max_train_accuracy_drop, *,
-                names=("early_stopping_patience", "max_train_accuracy_drop")):
+def check_stops(
+    early_stopping_patience,
+    max_train_accuracy_drop,
+    *,
+    names=("early_stopping_patience", "max_train_accuracy_drop"),
+):
     """The rules of the early-stopping settings (patience 0 or None: off)."""
     if early_stopping_patience is not None:
         checks.in_range(names[0], early_stopping_patience, 0, integer=True)
@@ -366,24 +375,39 @@ def build_callbacks(
             checks.one_of("plateau key", key, PLATEAU_DEFAULTS)
         settings = {**PLATEAU_DEFAULTS, **plateau}
         check_plateau(**settings)
-        callbacks.append(ResumablePlateau(monitor=monitor, verbose=1, state_dir=state_dir,
-                                          **settings))
+        callbacks.append(
+            ResumablePlateau(monitor=monitor, verbose=1, state_dir=state_dir, **settings)
+        )
     # Before every callback that records the logs (the CSV, TensorBoard, fit's History).
     callbacks += [LearningRateLogger(), StopOnDivergence()]
     if stop_at_perfect_train_accuracy:
         callbacks.append(StopAtPerfectAccuracy())
-    for watched, max_drop in (("accuracy", max_train_accuracy_drop),
-                              ("val_accuracy", max_val_accuracy_drop)):
+    for watched, max_drop in (
+        ("accuracy", max_train_accuracy_drop),
+        ("val_accuracy", max_val_accuracy_drop),
+    ):
         if max_drop is not None:
             callbacks.append(ResumableStopOnMetricDrop(watched, max_drop, state_dir=state_dir))
     if early_stopping_patience:
-        callbacks.append(ResumableEarlyStopping(monitor=monitor, patience=early_stopping_patience,
-                                                min_delta=min_delta,
-                                                restore_best_weights=not ema, verbose=1,
-                                                state_dir=state_dir))
+        callbacks.append(
+            ResumableEarlyStopping(
+                monitor=monitor,
+                patience=early_stopping_patience,
+                min_delta=min_delta,
+                restore_best_weights=not ema,
+                verbose=1,
+                state_dir=state_dir,
+            )
+        )
     if checkpoint_best:
-        callbacks.append(ResumableCheckpoint(str(run_dir / "best.keras"), monitor=monitor,
-                                             save_best_only=True, state_dir=state_dir))
+        callbacks.append(
+            ResumableCheckpoint(
+                str(run_dir / "best.keras"),
+                monitor=monitor,
+                save_best_only=True,
+                state_dir=state_dir,
+            )
+        )
     if csv:
         callbacks.append(HistoryCSV(run_dir / HISTORY_CSV))
     if tensorboard:
@@ -391,18 +415,25 @@ def build_callbacks(
     if backup:
         # Last: every state above is written before the backup of the same epoch. Two copies:
         # a process killed while writing one still leaves the other to resume from.
-        callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR),
-                                                          double_checkpoint=True))
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), double_checkpoint=True)
+        )
     return callbacks
 
 
 def check_config(config):
-    check_stops(config.callbacks.early_stopping_patience, config.callbacks.max_accuracy_drop,
-                names=("callbacks.early_stopping_patience", "callbacks.max_accuracy_drop"))
+    check_stops(
+        config.callbacks.early_stopping_patience,
+        config.callbacks.max_accuracy_drop,
+        names=("callbacks.early_stopping_patience", "callbacks.max_accuracy_drop"),
+    )
     schedule = config.schedule
-    check_plateau(schedule.plateau_factor, schedule.plateau_patience, schedule.min_lr,
-                  names=("schedule.plateau_factor", "schedule.plateau_patience",
-                         "schedule.min_lr"))
+    check_plateau(
+        schedule.plateau_factor,
+        schedule.plateau_patience,
+        schedule.min_lr,
+        names=("schedule.plateau_factor", "schedule.plateau_patience", "schedule.min_lr"),
+    )
     settings = config.callbacks
     if settings.max_val_drop is not None:
         checks.in_range("callbacks.max_val_drop", settings.max_val_drop, 0, 1, low_open=True)

@@ -11,7 +11,6 @@ import difflib
 import importlib
 import types
 import typing
-from typing import Optional
 
 import yaml
 
@@ -21,8 +20,7 @@ def option(default, help, flag=None, choices=None, metavar=None, group=None):
     ("" for none). `choices` names the registry of valid values ("training.hardware.PRECISIONS"),
     which the help lists and the owning module's check_config enforces; `group` titles the help
     group of a field outside a section."""
-    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar,
-                "group": group}
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "group": group}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -37,67 +35,146 @@ class DataConfig:
         "x_test/y_test",
         metavar="NAME|PATH",
     )
-    data_dir: Optional[str] = option(None, "tensorflow-datasets data directory", metavar="DIR")
-    manual_dir: Optional[str] = option(
+    data_dir: str | None = option(None, "tensorflow-datasets data directory", metavar="DIR")
+    manual_dir: str | None = option(
         None, "folder holding a tfds dataset's original files (prepares it offline)", metavar="DIR"
     )
-    val_split: float = option(0.1, "fraction of train carved out for validation when the dataset has no validation split (stratified, seeded)")
-    test_split: float = option(0.1, "fraction carved out for test when the dataset has no test split")
-    image_size: Optional[int] = option(
-        None, "side of the square model input; default: the model's default input size", metavar="PX"
+    val_split: float = option(
+        0.1,
+        "fraction of train carved out for validation when the dataset has no validation split (stratified, seeded)",
     )
-    fit: str = option("resize", "how images are fitted to the input size", choices="training.data.FIT_METHODS")
+    test_split: float = option(
+        0.1, "fraction carved out for test when the dataset has no test split"
+    )
+    image_size: int | None = option(
+        None,
+        "side of the square model input; default: the model's default input size",
+        metavar="PX",
+    )
+    fit: str = option(
+        "resize", "how images are fitted to the input size", choices="training.data.FIT_METHODS"
+    )
     batch_size: int = option(32, "batch size per replica")
     cache: bool = option(True, "cache decoded images in memory")
-    classes: list = option([], "keep only these classes, by name or index, in this order (e.g. 5,6,7,8,9)", metavar="A,B,...")
-    subset_per_class: Optional[int] = option(None, "train on a seeded, stratified subset of N images per class of the training split", metavar="N")
+    classes: list = option(
+        [],
+        "keep only these classes, by name or index, in this order (e.g. 5,6,7,8,9)",
+        metavar="A,B,...",
+    )
+    subset_per_class: int | None = option(
+        None,
+        "train on a seeded, stratified subset of N images per class of the training split",
+        metavar="N",
+    )
 
 
 @dataclasses.dataclass
 class ModelConfig:
     name: str = option("lenet5", "zoo model name (python -m zoo lists them)", flag="--model")
-    activation: Optional[str] = option(None, "activation instead of the model's own (relu, gelu, swish, ...)")
-    normalization: Optional[str] = option(None, "normalization instead of the model's own", choices="zoo.options.NORMALIZATIONS")
-    kernel_initializer: Optional[str] = option(None, "kernel initializer instead of the model's own (he_normal, glorot_uniform, ...)")
-    dropout: Optional[float] = option(None, "dropout rate instead of the model's own")
+    activation: str | None = option(
+        None, "activation instead of the model's own (relu, gelu, swish, ...)"
+    )
+    normalization: str | None = option(
+        None, "normalization instead of the model's own", choices="zoo.options.NORMALIZATIONS"
+    )
+    kernel_initializer: str | None = option(
+        None, "kernel initializer instead of the model's own (he_normal, glorot_uniform, ...)"
+    )
+    dropout: float | None = option(None, "dropout rate instead of the model's own")
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
-    leaky_slope: Optional[float] = option(None, "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own")
-    binary: bool = option(False, "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax")
-    options: dict = option({}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag="")
-    init_from: Optional[str] = option(None, "start from the weights of a previous run directory, a model.keras, or imagenet (keras.applications' weights); a fresh head when the classes differ", metavar="RUN|FILE|imagenet")
+    leaky_slope: float | None = option(
+        None,
+        "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own",
+    )
+    binary: bool = option(
+        False,
+        "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax",
+    )
+    options: dict = option(
+        {}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag=""
+    )
+    init_from: str | None = option(
+        None,
+        "start from the weights of a previous run directory, a model.keras, or imagenet (keras.applications' weights); a fresh head when the classes differ",
+        metavar="RUN|FILE|imagenet",
+    )
 
 
 @dataclasses.dataclass
 class TransferConfig:
-    mode: Optional[str] = option(None, "what trains of a model from --init-from (default finetune): finetune (everything), linear_probe (the new head only), partial (from --trainable-from on)", flag="--transfer", metavar="MODE")
-    trainable_from: Optional[str] = option(None, "partial: the first layer (or layer-name prefix such as conv4) that trains; everything before it is frozen", metavar="LAYER")
-    feature_layer: Optional[str] = option(None, "put the new head on this layer's output and cut away the rest (a small, different dataset)", metavar="LAYER")
-    backbone_lr_multiplier: float = option(0.1, "learning rate of the pretrained layers that train, relative to --lr (the new head's)")
-    two_phase: bool = option(False, "first train the new head alone for --probe-epochs, then fine-tune with a fresh schedule")
-    probe_epochs: int = option(3, "two_phase: epochs of the first (linear probe) phase, counted in --epochs")
-    source: Optional[dict] = option(None, "where the weights came from, recorded by the run (path and config hash, or imagenet and the weights file)", flag="")
+    mode: str | None = option(
+        None,
+        "what trains of a model from --init-from (default finetune): finetune (everything), linear_probe (the new head only), partial (from --trainable-from on)",
+        flag="--transfer",
+        metavar="MODE",
+    )
+    trainable_from: str | None = option(
+        None,
+        "partial: the first layer (or layer-name prefix such as conv4) that trains; everything before it is frozen",
+        metavar="LAYER",
+    )
+    feature_layer: str | None = option(
+        None,
+        "put the new head on this layer's output and cut away the rest (a small, different dataset)",
+        metavar="LAYER",
+    )
+    backbone_lr_multiplier: float = option(
+        0.1, "learning rate of the pretrained layers that train, relative to --lr (the new head's)"
+    )
+    two_phase: bool = option(
+        False,
+        "first train the new head alone for --probe-epochs, then fine-tune with a fresh schedule",
+    )
+    probe_epochs: int = option(
+        3, "two_phase: epochs of the first (linear probe) phase, counted in --epochs"
+    )
+    source: dict | None = option(
+        None,
+        "where the weights came from, recorded by the run (path and config hash, or imagenet and the weights file)",
+        flag="",
+    )
 
 
 @dataclasses.dataclass
 class OptimizerConfig:
-    name: str = option("adam", "optimizer", flag="--optimizer", choices="training.optimizers.OPTIMIZERS")
+    name: str = option(
+        "adam", "optimizer", flag="--optimizer", choices="training.optimizers.OPTIMIZERS"
+    )
     lr: float = option(2e-3, "base learning rate (per the global batch)")
-    momentum: Optional[float] = option(None, "momentum of sgd and rmsprop, ignored by the others (unset: 0.9 for sgd, 0 for rmsprop)")
+    momentum: float | None = option(
+        None,
+        "momentum of sgd and rmsprop, ignored by the others (unset: 0.9 for sgd, 0 for rmsprop)",
+    )
     nesterov: bool = option(False, "Nesterov momentum (sgd only)")
     rho: float = option(0.9, "rmsprop only: decay of its moving average of squared gradients")
-    epsilon: float = option(1e-7, "adam, adamw, nadam, rmsprop, adagrad: the constant added to the denominator for stability")
+    epsilon: float = option(
+        1e-7,
+        "adam, adamw, nadam, rmsprop, adagrad: the constant added to the denominator for stability",
+    )
     weight_decay: float = option(0.0, "decoupled weight decay applied by the optimizer")
-    clip_value: Optional[float] = option(None, "clip each gradient element to [-v, v]")
-    clip_norm: Optional[float] = option(None, "clip each gradient to this L2 norm")
-    global_clip_norm: Optional[float] = option(None, "clip all gradients to this global L2 norm")
+    clip_value: float | None = option(None, "clip each gradient element to [-v, v]")
+    clip_norm: float | None = option(None, "clip each gradient to this L2 norm")
+    global_clip_norm: float | None = option(None, "clip all gradients to this global L2 norm")
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (0: off)")
-    ema: bool = option(False, "keep an exponential moving average of the weights: validation and the exported model use it")
-    scale_lr: Optional[str] = option(None, "scale the lr with the number of replicas", choices="training.hardware.LR_SCALING_RULES")
+    ema: bool = option(
+        False,
+        "keep an exponential moving average of the weights: validation and the exported model use it",
+    )
+    scale_lr: str | None = option(
+        None,
+        "scale the lr with the number of replicas",
+        choices="training.hardware.LR_SCALING_RULES",
+    )
 
 
 @dataclasses.dataclass
 class ScheduleConfig:
-    name: str = option("cosine", "learning-rate schedule", flag="--schedule", choices="training.schedules.SCHEDULES")
+    name: str = option(
+        "cosine",
+        "learning-rate schedule",
+        flag="--schedule",
+        choices="training.schedules.SCHEDULES",
+    )
     warmup_epochs: float = option(0.0, "linear warmup epochs in front of the schedule")
     step_epochs: int = option(10, "step: epochs between drops")
     step_factor: float = option(0.5, "step: multiply the lr by this at each drop")
@@ -110,31 +187,58 @@ class ScheduleConfig:
 
 @dataclasses.dataclass
 class AugmentConfig:
-    preset: str = option("none", "augmentation preset", flag="--augment", choices="training.augment.PRESETS")
-    ops: list = option([], "explicit augmentation ops instead of the preset, comma-separated (e.g. crop,flip,mixup)", flag="--augment-ops")
+    preset: str = option(
+        "none", "augmentation preset", flag="--augment", choices="training.augment.PRESETS"
+    )
+    ops: list = option(
+        [],
+        "explicit augmentation ops instead of the preset, comma-separated (e.g. crop,flip,mixup)",
+        flag="--augment-ops",
+    )
 
 
 @dataclasses.dataclass
 class CallbacksConfig:
-    early_stopping_patience: int = option(10, "stop after this many epochs without val_loss improvement and restore the best weights (0: off)", flag="--patience")
+    early_stopping_patience: int = option(
+        10,
+        "stop after this many epochs without val_loss improvement and restore the best weights (0: off)",
+        flag="--patience",
+    )
     stop_at_perfect_accuracy: bool = option(False, "stop when training accuracy reaches 100%")
-    max_accuracy_drop: Optional[float] = option(None, "stop when training accuracy falls this far below its best (e.g. 0.2)")
-    max_val_drop: Optional[float] = option(None, "stop when val_accuracy falls this far below its best (e.g. 0.1)")
-    min_delta: float = option(0.0, "early stopping: the least improvement of val_loss that resets --patience")
+    max_accuracy_drop: float | None = option(
+        None, "stop when training accuracy falls this far below its best (e.g. 0.2)"
+    )
+    max_val_drop: float | None = option(
+        None, "stop when val_accuracy falls this far below its best (e.g. 0.1)"
+    )
+    min_delta: float = option(
+        0.0, "early stopping: the least improvement of val_loss that resets --patience"
+    )
     checkpoint_best: bool = option(True, "keep best.keras, the model with the lowest val_loss")
     tensorboard: bool = option(False, "write TensorBoard logs to <run>/tensorboard")
 
 
 @dataclasses.dataclass
 class HardwareConfig:
-    precision: str = option("auto", "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, else float32", choices="training.hardware.PRECISIONS")
-    strategy: str = option("auto", "auto: mirrored over several local GPUs, else one device; multi_worker reads TF_CONFIG", choices="training.hardware.STRATEGIES")
+    precision: str = option(
+        "auto",
+        "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, else float32",
+        choices="training.hardware.PRECISIONS",
+    )
+    strategy: str = option(
+        "auto",
+        "auto: mirrored over several local GPUs, else one device; multi_worker reads TF_CONFIG",
+        choices="training.hardware.STRATEGIES",
+    )
 
 
 @dataclasses.dataclass
 class OutputConfig:
     output_dir: str = option("saved_models", "where runs are written", metavar="DIR")
-    run_name: Optional[str] = option(None, "run directory name (default <model>-<dataset>; a finished run gets a numbered suffix)")
+    run_name: str | None = option(
+        None,
+        "run directory name (default <model>-<dataset>; a finished run gets a numbered suffix)",
+    )
     overwrite: bool = option(False, "replace a finished run of the same name")
 
 
@@ -178,8 +282,17 @@ class TrainConfig:
         )
 
         # epochs is checked with the schedule that spans them.
-        for module in (data, trainer, transfer, optimizers, schedules, augment, callbacks,
-                       hardware, rundir):
+        for module in (
+            data,
+            trainer,
+            transfer,
+            optimizers,
+            schedules,
+            augment,
+            callbacks,
+            hardware,
+            rundir,
+        ):
             module.check_config(self)
         return self
 
@@ -230,8 +343,10 @@ def from_dict(values: dict, cls=TrainConfig, prefix=""):
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" Did you mean {prefix}{close[0]}?" if close else ""
-            raise ValueError(f"Unknown config key {prefix + str(key)!r}.{hint} Valid keys here: "
-                             f"{', '.join(fields)}.")
+            raise ValueError(
+                f"Unknown config key {prefix + str(key)!r}.{hint} Valid keys here: "
+                f"{', '.join(fields)}."
+            )
     kwargs = {}
     for key, value in values.items():
         field = fields[key]
@@ -279,8 +394,9 @@ def load_yaml(path) -> dict:
     except yaml.YAMLError as error:
         raise ValueError(f"Config file {path} is not valid YAML: {error}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of sections, got "
-                         f"{type(values).__name__}.")
+        raise ValueError(
+            f"Config file {path} must hold a mapping of sections, got {type(values).__name__}."
+        )
     return values
 
 
@@ -327,8 +443,11 @@ class Choices:
 
     def names(self):
         module, _, name = self.registry.rpartition(".")
-        return [str(value) for value in getattr(importlib.import_module(module), name)
-                if value is not None]
+        return [
+            str(value)
+            for value in getattr(importlib.import_module(module), name)
+            if value is not None
+        ]
 
     def __str__(self):
         return "{" + ",".join(self.names()) + "}"
@@ -383,11 +502,20 @@ def flag_values(args: argparse.Namespace, cls, prefix="") -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser):
     """The trainer's command line: --config files, a flag per config value, --set."""
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="YAML config file(s); later files override earlier ones, flags "
-                             "override files")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any config key, e.g. --set optimizer.lr=0.05 (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="YAML config file(s); later files override earlier ones, flags override files",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set optimizer.lr=0.05 (repeatable)",
+    )
     add_field_arguments(parser, TrainConfig, groups={"": "training", **HELP_GROUPS})
 
 

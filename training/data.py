@@ -35,8 +35,16 @@ SOURCE_KINDS = (
 )
 # Horizontal flips turn these digits and characters into other (or no) classes.
 FLIP_UNSAFE_DATASETS = frozenset(
-    {"digits", "mnist", "emnist", "kmnist", "svhn_cropped", "mnist_corrupted",
-     "binary_alpha_digits", "omniglot"}
+    {
+        "digits",
+        "mnist",
+        "emnist",
+        "kmnist",
+        "svhn_cropped",
+        "mnist_corrupted",
+        "binary_alpha_digits",
+        "omniglot",
+    }
 )
 # Sampled to choose a fixed image size when a tensorflow-datasets source has variable sizes.
 SIZE_SAMPLE = 512
@@ -74,8 +82,17 @@ class _Split:
     build: Callable[[np.ndarray], tf.data.Dataset]
 
 
-def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test_split=0.1,
-                 seed=0, classes=(), subset_per_class=None) -> DatasetSplits:
+def load_dataset(
+    dataset,
+    *,
+    data_dir=None,
+    manual_dir=None,
+    val_split=0.1,
+    test_split=0.1,
+    seed=0,
+    classes=(),
+    subset_per_class=None,
+) -> DatasetSplits:
     """Loads `dataset` and returns its train/validation/test splits.
 
     Missing validation and test splits are carved from train, stratified by class and seeded:
@@ -116,15 +133,19 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
     relabel = None
     if classes:
         chosen = _class_indices(classes, class_names)
-        parts = {split: (source, _of_classes(source, indices, chosen))
-                 for split, (source, indices) in parts.items()}
+        parts = {
+            split: (source, _of_classes(source, indices, chosen))
+            for split, (source, indices) in parts.items()
+        }
         relabel = np.full(len(class_names), -1, np.int64)
         relabel[chosen] = np.arange(len(chosen))
         class_names = [class_names[i] for i in chosen]
     if subset_per_class is not None:
         train_source, train_idx = parts["train"]
-        parts["train"] = train_source, _per_class_subset(
-            train_source.read_labels(), train_idx, subset_per_class, seed)
+        parts["train"] = (
+            train_source,
+            _per_class_subset(train_source.read_labels(), train_idx, subset_per_class, seed),
+        )
     # Folders (and many arrays) list their examples class by class, and a shuffle buffer
     # smaller than the split would then fill each epoch's early batches with a few classes.
     # A seeded permutation up front mixes them whatever the size. (A tensorflow-datasets split
@@ -134,8 +155,10 @@ def load_dataset(dataset, *, data_dir=None, manual_dir=None, val_split=0.1, test
 
     base_name = path.stem if path.exists() else name.split(":")[0].split("/")[0]
     return DatasetSplits(
-        **{split: _relabelled(source.build(indices), relabel)
-           for split, (source, indices) in parts.items()},
+        **{
+            split: _relabelled(source.build(indices), relabel)
+            for split, (source, indices) in parts.items()
+        },
         class_names=class_names,
         image_shape=tuple(int(d) for d in image_shape),
         num_examples={split: len(parts[split][1]) for split in SPLIT_FOLDERS},
@@ -187,8 +210,10 @@ def _of_classes(source, indices, chosen):
 def _per_class_subset(labels, indices, per_class, seed):
     """`per_class` indices of each class present (all of a smaller class), seeded, sorted."""
     rng = np.random.default_rng(seed)
-    kept = [rng.permutation(indices[labels[indices] == label])[:per_class]
-            for label in np.unique(labels[indices])]
+    kept = [
+        rng.permutation(indices[labels[indices] == label])[:per_class]
+        for label in np.unique(labels[indices])
+    ]
     return np.sort(np.concatenate(kept)) if kept else indices
 
 
@@ -196,8 +221,9 @@ def _relabelled(dataset, relabel):
     if relabel is None:
         return dataset
     table = tf.constant(relabel)
-    return dataset.map(lambda image, label: (image, tf.gather(table, label)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(
+        lambda image, label: (image, tf.gather(table, label)), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def _array_split(images, labels):
@@ -230,8 +256,9 @@ def _npz_source(path):
     names = {"train": "train", "test": "test"}
     if "x_val" in arrays or "y_val" in arrays:
         names["validation"] = "val"
-    images = {split: _npz_images(arrays[f"x_{suffix}"], f"x_{suffix}")
-              for split, suffix in names.items()}
+    images = {
+        split: _npz_images(arrays[f"x_{suffix}"], f"x_{suffix}") for split, suffix in names.items()
+    }
     shapes = {x.shape[1:] for x in images.values()}
     if len(shapes) != 1:
         raise ValueError(f"{path}: image shapes differ between splits: {sorted(shapes)}")
@@ -240,8 +267,11 @@ def _npz_source(path):
         labels = np.asarray(arrays[f"y_{suffix}"])
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
-        if labels.ndim != 1 or len(labels) != len(images[split]) or not np.issubdtype(
-                labels.dtype, np.integer):
+        if (
+            labels.ndim != 1
+            or len(labels) != len(images[split])
+            or not np.issubdtype(labels.dtype, np.integer)
+        ):
             raise ValueError(
                 f"y_{suffix} must hold {len(images[split])} integer class indices, received "
                 f"shape {labels.shape} and dtype {labels.dtype}"
@@ -280,8 +310,9 @@ def _folder_source(root):
         )
     paths, labels = {}, {}
     for split, per_class in files.items():
-        pairs = [(p, label) for label, name in enumerate(class_names)
-                 for p in per_class.get(name, [])]
+        pairs = [
+            (p, label) for label, name in enumerate(class_names) for p in per_class.get(name, [])
+        ]
         paths[split] = [p for p, _ in pairs]
         labels[split] = np.array([label for _, label in pairs], dtype=np.int64)
 
@@ -289,8 +320,9 @@ def _folder_source(root):
     shapes = _probe_images([str(p) for p in all_paths])
     skipped = [str(p) for p, shape in zip(all_paths, shapes) if shape is None]
     if skipped:
-        logger.warning("Skipped %d unreadable image files in %s: %s", len(skipped), root,
-                       ", ".join(skipped))
+        logger.warning(
+            "Skipped %d unreadable image files in %s: %s", len(skipped), root, ", ".join(skipped)
+        )
     valid = [s for s in shapes if s is not None]
     if not valid:
         raise ValueError(f"{root}: none of the {len(all_paths)} image files could be decoded")
@@ -301,21 +333,27 @@ def _folder_source(root):
     splits = {}
     offset = 0
     for split, split_paths in paths.items():
-        ok = np.array([s is not None for s in shapes[offset:offset + len(split_paths)]],
-                      dtype=bool)
+        ok = np.array(
+            [s is not None for s in shapes[offset : offset + len(split_paths)]], dtype=bool
+        )
         offset += len(split_paths)
-        splits[split] = _file_split(np.array([str(p) for p in split_paths])[ok],
-                                    labels[split][ok], (height, width, channels))
+        splits[split] = _file_split(
+            np.array([str(p) for p in split_paths])[ok],
+            labels[split][ok],
+            (height, width, channels),
+        )
     return splits, class_names, (height, width, channels), skipped
 
 
 def _class_files(folder):
     """{class name: sorted image paths} for the class subfolders of `folder`."""
     per_class = {}
-    for class_dir in sorted(p for p in folder.iterdir()
-                            if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(p for p in class_dir.rglob("*")
-                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    for class_dir in sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
+        images = sorted(
+            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         if images:
             per_class[class_dir.name] = images
     return per_class
@@ -344,8 +382,10 @@ def decode_image(contents):
 def _file_split(paths, labels, image_shape):
     def build(indices):
         files = tf.data.Dataset.from_tensor_slices((paths[indices], labels[indices]))
-        return files.map(lambda path, label: (_load_image(path, image_shape), label),
-                         num_parallel_calls=tf.data.AUTOTUNE)
+        return files.map(
+            lambda path, label: (_load_image(path, image_shape), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
 
     return _Split(size=len(labels), read_labels=lambda: labels, build=build)
 
@@ -366,10 +406,12 @@ def to_channels(image, channels):
     """Gray, gray+alpha, RGB or RGBA (decided per file at run time) to 1 or 3 channels."""
     is_gray = tf.shape(image)[-1] < 3
     if channels == 1:
-        return tf.cond(is_gray, lambda: image[..., :1],
-                       lambda: tf.image.rgb_to_grayscale(image[..., :3]))
-    return tf.cond(is_gray, lambda: tf.image.grayscale_to_rgb(image[..., :1]),
-                   lambda: image[..., :3])
+        return tf.cond(
+            is_gray, lambda: image[..., :1], lambda: tf.image.rgb_to_grayscale(image[..., :3])
+        )
+    return tf.cond(
+        is_gray, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3]
+    )
 
 
 def _resize_uint8(image, height, width):
@@ -389,7 +431,8 @@ def _tfds_source(name, data_dir, manual_dir):
         raise ValueError(
             f"unknown dataset {name!r}: not a folder, a .npz file or a tensorflow-datasets name"
             + (f" (close tensorflow-datasets names: {', '.join(close)})" if close else "")
-            + ". Valid sources: " + "; ".join(SOURCE_KINDS)
+            + ". Valid sources: "
+            + "; ".join(SOURCE_KINDS)
         ) from error
     _ensure_prepared(builder, manual_dir)
 
@@ -421,8 +464,11 @@ def _tfds_source(name, data_dir, manual_dir):
     for split in SPLIT_FOLDERS:
         if split in info.splits:
             size = info.splits[split].num_examples
-            splits[split] = _Split(size=size, read_labels=functools.partial(read_labels, split),
-                                   build=_tfds_subset(read, split, size, image_shape))
+            splits[split] = _Split(
+                size=size,
+                read_labels=functools.partial(read_labels, split),
+                build=_tfds_subset(read, split, size, image_shape),
+            )
     return splits, list(label_feature.names), image_shape
 
 
@@ -435,9 +481,12 @@ def _tfds_subset(read, split, size, image_shape):
             keep = tf.constant(keep)
             # filter() hides the size; stating it gives Keras its steps per epoch up front
             # (a progress bar with a total, no "ran out of data" warning after epoch 1).
-            dataset = dataset.enumerate().filter(lambda i, example: keep[i]).map(
-                lambda i, example: example).apply(
-                tf.data.experimental.assert_cardinality(len(indices)))
+            dataset = (
+                dataset.enumerate()
+                .filter(lambda i, example: keep[i])
+                .map(lambda i, example: example)
+                .apply(tf.data.experimental.assert_cardinality(len(indices)))
+            )
         return dataset.map(
             lambda image, label: (_fit_size_uint8(image, image_shape), tf.cast(label, tf.int64)),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -462,8 +511,9 @@ def _ensure_prepared(builder, manual_dir):
     url_infos = builder.url_infos or {}
     needed = sorted({info.filename for info in url_infos.values() if info.filename})
     name = builder.name
-    missing = [f for f in needed
-               if manual_dir is None or not (pathlib.Path(manual_dir) / f).is_file()]
+    missing = [
+        f for f in needed if manual_dir is None or not (pathlib.Path(manual_dir) / f).is_file()
+    ]
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS and manual_dir is None:
         raise ConnectionError(
             f"tensorflow-datasets {name!r} needs files you download yourself: "
@@ -481,7 +531,8 @@ def _ensure_prepared(builder, manual_dir):
             )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
-            manual_dir=None if manual_dir is None else str(manual_dir))
+            manual_dir=None if manual_dir is None else str(manual_dir)
+        )
     )
 
 
@@ -566,8 +617,18 @@ def channel_statistics(train_dataset):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def make_pipeline(dataset, *, batch_size, num_classes, training, binary=False, seed=0,
-                  augment=None, cache=True, shuffle_buffer=SHUFFLE_BUFFER):
+def make_pipeline(
+    dataset,
+    *,
+    batch_size,
+    num_classes,
+    training,
+    binary=False,
+    seed=0,
+    augment=None,
+    cache=True,
+    shuffle_buffer=SHUFFLE_BUFFER,
+):
     """Batches (image, label) examples into (float32 images 0..255, one-hot float32 labels),
     or with `binary` (two classes) labels of shape (batch, 1): 1.0 for the second class.
 
@@ -582,14 +643,17 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, binary=False, s
         raise ValueError(f"binary labels need exactly 2 classes, received {num_classes}")
     # Pixels are 8-bit: caching them as uint8 takes a quarter of the memory of float32.
     dataset = dataset.map(
-        lambda image, label: (tf.cast(tf.round(tf.clip_by_value(
-            tf.cast(image, tf.float32), 0.0, 255.0)), tf.uint8), label),
+        lambda image, label: (
+            tf.cast(tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)), tf.uint8),
+            label,
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if cache:
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
     def encode(labels):
         if binary:
             return tf.cast(labels, tf.float32)[:, None]
@@ -607,9 +671,11 @@ def make_pipeline(dataset, *, batch_size, num_classes, training, binary=False, s
 def check_split_fractions(val_split, test_split, section=""):
     checks.in_range(f"{section}val_split", val_split, 0, 1)
     checks.in_range(f"{section}test_split", test_split, 0, 1)
-    checks.require(val_split + test_split < 1,
-                   f"{section}val_split + {section}test_split must leave training data (sum "
-                   f"below 1), got {val_split} + {test_split}.")
+    checks.require(
+        val_split + test_split < 1,
+        f"{section}val_split + {section}test_split must leave training data (sum "
+        f"below 1), got {val_split} + {test_split}.",
+    )
 
 
 def check_config(config):
@@ -621,7 +687,10 @@ def check_config(config):
         checks.in_range("data.image_size", data.image_size, 1, integer=True)
     if data.subset_per_class is not None:
         checks.in_range("data.subset_per_class", data.subset_per_class, 1, integer=True)
-    checks.require(len(set(map(str, data.classes))) == len(data.classes),
-                   f"data.classes names a class twice: {data.classes}.")
-    checks.require(len(data.classes) != 1,
-                   f"data.classes must keep at least two classes, got {data.classes}.")
+    checks.require(
+        len(set(map(str, data.classes))) == len(data.classes),
+        f"data.classes names a class twice: {data.classes}.",
+    )
+    checks.require(
+        len(data.classes) != 1, f"data.classes must keep at least two classes, got {data.classes}."
+    )

@@ -27,8 +27,14 @@ ERROR_IMAGES = 16
 TOP_K = 5
 
 
-def evaluate_run(run_dir, *, dataset=None, version=None, throughput_batches=THROUGHPUT_BATCHES,
-                 throughput_seconds=1.0):
+def evaluate_run(
+    run_dir,
+    *,
+    dataset=None,
+    version=None,
+    throughput_batches=THROUGHPUT_BATCHES,
+    throughput_seconds=1.0,
+):
     """Evaluate a run's SavedModel, write RUN_DIR/evaluation/, return the metrics dict."""
     import tensorflow as tf
 
@@ -83,8 +89,9 @@ def evaluate_run(run_dir, *, dataset=None, version=None, throughput_batches=THRO
     out = run_dir / EVALUATION_DIR
     out.mkdir(exist_ok=True)
     rundir.write_json_atomic(out / "metrics.json", metrics)
-    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), class_names,
-                          out / "confusion_matrix.png")
+    plot_confusion_matrix(
+        np.array(metrics["confusion_matrix"]), class_names, out / "confusion_matrix.png"
+    )
     plot_errors(wrong_images, probabilities, labels, class_names, out / "errors.png")
     return metrics
 
@@ -99,15 +106,20 @@ def classification_metrics(probabilities, labels, class_names):
     k = min(TOP_K, len(class_names))
     top_k = np.argsort(-probabilities, axis=1)[:, :k]
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=classes, zero_division=0)
+        labels, predicted, labels=classes, zero_division=0
+    )
     return {
         # The plain cross-entropy, without the label smoothing training may have used.
         "loss": float(-np.mean(np.log(np.clip(true_probability, 1e-7, 1.0)))),
         "top1_accuracy": float(np.mean(predicted == labels)),
         f"top{k}_accuracy": float(np.mean((top_k == labels[:, None]).any(axis=1))),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
@@ -138,10 +150,16 @@ def plot_confusion_matrix(matrix, class_names, path):
     figure = Figure(figsize=(size, size), dpi=100, layout="constrained")
     axes = figure.subplots()
     ConfusionMatrixDisplay(matrix, display_labels=class_names).plot(
-        ax=axes, cmap="Blues", colorbar=False, include_values=len(class_names) <= 30,
-        xticks_rotation="vertical" if len(class_names) > 10 else "horizontal")
-    axes.set_title(f"Confusion matrix ({int(matrix.sum())} images, "
-                   f"{np.trace(matrix) / max(matrix.sum(), 1):.2%} correct)")
+        ax=axes,
+        cmap="Blues",
+        colorbar=False,
+        include_values=len(class_names) <= 30,
+        xticks_rotation="vertical" if len(class_names) > 10 else "horizontal",
+    )
+    axes.set_title(
+        f"Confusion matrix ({int(matrix.sum())} images, "
+        f"{np.trace(matrix) / max(matrix.sum(), 1):.2%} correct)"
+    )
     _save(figure, path, write_bytes_atomic)
 
 
@@ -162,13 +180,21 @@ def plot_errors(wrong_images, probabilities, labels, class_names, path, *, count
         grid[0, 0].text(0, 0.5, "no misclassified images", fontsize=14)
     for axes, index in zip(grid.flat, indices):
         image = wrong_images[index]
-        axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray",
-                    vmin=0, vmax=255, interpolation="nearest")
+        axes.imshow(
+            image[..., 0] if image.shape[-1] == 1 else image,
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
         predicted = int(probabilities[index].argmax())
-        axes.set_title(f"true {class_names[labels[index]]} "
-                       f"({probabilities[index, labels[index]]:.0%})\n"
-                       f"predicted {class_names[predicted]} "
-                       f"({probabilities[index, predicted]:.0%})", fontsize=11)
+        axes.set_title(
+            f"true {class_names[labels[index]]} "
+            f"({probabilities[index, labels[index]]:.0%})\n"
+            f"predicted {class_names[predicted]} "
+            f"({probabilities[index, predicted]:.0%})",
+            fontsize=11,
+        )
     figure.suptitle("Worst-misclassified test images", fontsize=14, fontweight="bold")
     _save(figure, path, write_bytes_atomic)
 
@@ -181,21 +207,30 @@ def _save(figure, path, write_bytes_atomic):
 
 def format_table(metrics):
     """The metrics as a plain-text table: the totals, then one row per class."""
-    top_k = next(key for key in metrics if key.startswith("top") and key != "top1_accuracy"
-                 and key.endswith("_accuracy"))
+    top_k = next(
+        key
+        for key in metrics
+        if key.startswith("top") and key != "top1_accuracy" and key.endswith("_accuracy")
+    )
     lines = [
         f"{metrics['dataset']} ({metrics['split']}, {metrics['num_examples']} images)",
-        (f"loss {metrics['loss']:.4f}   top-1 {metrics['top1_accuracy']:.2%}   "
-         f"{top_k.removesuffix('_accuracy').replace('top', 'top-')} {metrics[top_k]:.2%}"),
-        "throughput (images/s): " + ", ".join(
+        (
+            f"loss {metrics['loss']:.4f}   top-1 {metrics['top1_accuracy']:.2%}   "
+            f"{top_k.removesuffix('_accuracy').replace('top', 'top-')} {metrics[top_k]:.2%}"
+        ),
+        "throughput (images/s): "
+        + ", ".join(
             f"batch {batch} {speed:,.0f}"
-            for batch, speed in metrics["throughput_images_per_second"].items()),
+            for batch, speed in metrics["throughput_images_per_second"].items()
+        ),
         "",
         f"{'class':>12}  {'precision':>9}  {'recall':>7}  {'f1':>6}  {'support':>7}",
     ]
     for name, row in metrics["per_class"].items():
-        lines.append(f"{name:>12}  {row['precision']:9.4f}  {row['recall']:7.4f}  "
-                     f"{row['f1']:6.4f}  {row['support']:7d}")
+        lines.append(
+            f"{name:>12}  {row['precision']:9.4f}  {row['recall']:7.4f}  "
+            f"{row['f1']:6.4f}  {row['support']:7d}"
+        )
     return "\n".join(lines)
 
 
@@ -205,20 +240,32 @@ def main(argv=None):
         description="Evaluate a run's exported SavedModel on its test split or another dataset.",
     )
     parser.add_argument("run_dir", help="a run directory holding serving/<version>/")
-    parser.add_argument("--dataset", help="another dataset the trainer reads (its test split); "
-                                          "default: the run's own")
+    parser.add_argument(
+        "--dataset",
+        help="another dataset the trainer reads (its test split); default: the run's own",
+    )
     parser.add_argument("--version", type=int, help="SavedModel version (default: the newest)")
-    parser.add_argument("--throughput-seconds", type=float, default=1.0,
-                        help="how long each batch size is timed (1.0)")
+    parser.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=1.0,
+        help="how long each batch size is timed (1.0)",
+    )
     args = parser.parse_args(argv)
     try:
-        metrics = evaluate_run(args.run_dir, dataset=args.dataset, version=args.version,
-                               throughput_seconds=args.throughput_seconds)
+        metrics = evaluate_run(
+            args.run_dir,
+            dataset=args.dataset,
+            version=args.version,
+            throughput_seconds=args.throughput_seconds,
+        )
     except (ValueError, FileNotFoundError, ConnectionError) as error:
         sys.exit(f"error: {error}")
     print(format_table(metrics))
-    print(f"\nwritten to {pathlib.Path(args.run_dir) / EVALUATION_DIR}/: metrics.json, "
-          f"confusion_matrix.png, errors.png")
+    print(
+        f"\nwritten to {pathlib.Path(args.run_dir) / EVALUATION_DIR}/: metrics.json, "
+        f"confusion_matrix.png, errors.png"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ CLASS_NAMES_FILE = "class_names.json"
 STAGING_PREFIX = ".export-"
 FORMATS = ("saved_model", "litert", "onnx")
 QUANTIZATIONS = ("none", "float16", "int8")
-LITERT_FILES = {"none": "model.tflite", "float16": "model_float16.tflite",
-                "int8": "model_int8.tflite"}
+LITERT_FILES = {
+    "none": "model.tflite",
+    "float16": "model_float16.tflite",
+    "int8": "model_int8.tflite",
+}
 ONNX_FILE = "model.onnx"
 # Images of the run's training split that calibrate int8 ranges (the converter's guidance is
 # a few hundred).
@@ -72,10 +75,12 @@ def export_saved_model(model, path, *, class_names, fit):
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, (function, input_signature) in serving.signatures(
-            model, list(class_names), fit=fit).items():
+        model, list(class_names), fit=fit
+    ).items():
         archive.add_endpoint(name=name, fn=function, input_signature=input_signature)
     archive.add_variable_collection(
-        "class_names", [tf.Variable(list(class_names), trainable=False, name="class_names")])
+        "class_names", [tf.Variable(list(class_names), trainable=False, name="class_names")]
+    )
     archive.write_out(str(path), verbose=False)
 
 
@@ -87,8 +92,10 @@ def export_litert(model, path, *, quantize="none", representative_images=None):
     checks.one_of("quantization", quantize, QUANTIZATIONS)
     options = {}
     if quantize == "float16":
-        options = {"optimizations": [tf.lite.Optimize.DEFAULT],
-                   "target_spec": {"supported_types": [tf.float16]}}
+        options = {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "target_spec": {"supported_types": [tf.float16]},
+        }
     elif quantize == "int8":
         if representative_images is None or len(representative_images) == 0:
             raise ValueError("int8 quantization needs representative_images to calibrate on")
@@ -97,11 +104,14 @@ def export_litert(model, path, *, quantize="none", representative_images=None):
             for image in representative_images:
                 yield [image[None].astype(np.float32)]
 
-        options = {"optimizations": [tf.lite.Optimize.DEFAULT],
-                   "representative_dataset": representative_dataset,
-                   "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}}
-    model.export(str(path), format="litert", input_signature=[_pixels_spec(model)],
-                 verbose=False, **options)
+        options = {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "representative_dataset": representative_dataset,
+            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        }
+    model.export(
+        str(path), format="litert", input_signature=[_pixels_spec(model)], verbose=False, **options
+    )
 
 
 def export_onnx(model, path, *, opset=None):
@@ -145,8 +155,10 @@ def export_run(run_dir, *, formats=("saved_model",), quantize=("none",), version
     if not formats:
         raise ValueError(f"give at least one format: {', '.join(FORMATS)}")
     if "onnx" in formats and importlib.util.find_spec("tf2onnx") is None:
-        raise ValueError("ONNX export needs tf2onnx, which is not installed: "
-                         "pip install -e '.[export]' (or pip install tf2onnx)")
+        raise ValueError(
+            "ONNX export needs tf2onnx, which is not installed: "
+            "pip install -e '.[export]' (or pip install tf2onnx)"
+        )
     model_path = run_dir / MODEL_FILE
     if not (rundir.is_finished(run_dir) and model_path.is_file()):
         raise FileNotFoundError(
@@ -174,15 +186,20 @@ def export_run(run_dir, *, formats=("saved_model",), quantize=("none",), version
     with _staging(run_dir) as staging:
         if "saved_model" in formats:
             target = run_dir / serving.SERVING_DIR / str(version)
-            export_saved_model(model, staging / "saved_model", class_names=class_names,
-                               fit=config.data.fit)
+            export_saved_model(
+                model, staging / "saved_model", class_names=class_names, fit=config.data.fit
+            )
             target.parent.mkdir(exist_ok=True)
             os.replace(staging / "saved_model", target)
             written["saved_model"] = target
         if "litert" in formats:
             for name in quantize:
-                export_litert(portable, staging / LITERT_FILES[name], quantize=name,
-                              representative_images=representative)
+                export_litert(
+                    portable,
+                    staging / LITERT_FILES[name],
+                    quantize=name,
+                    representative_images=representative,
+                )
                 os.replace(staging / LITERT_FILES[name], run_dir / LITERT_FILES[name])
                 written[f"litert_{name}"] = run_dir / LITERT_FILES[name]
         if "onnx" in formats:
@@ -199,8 +216,9 @@ def portable_model(model):
     if model.outputs[0].shape[-1] != 1:
         return model
     probability = model.outputs[0]
-    return keras.Model(model.inputs, keras.ops.concatenate([1.0 - probability, probability], -1),
-                       name=model.name)
+    return keras.Model(
+        model.inputs, keras.ops.concatenate([1.0 - probability, probability], -1), name=model.name
+    )
 
 
 def float32_copy(model):
@@ -302,21 +320,39 @@ def main(argv=None):
         description="Export a finished run's model as a new SavedModel version, LiteRT or ONNX.",
     )
     parser.add_argument("run_dir", help="a finished run directory (holds model.keras)")
-    parser.add_argument("--format", action="append", dest="formats", choices=FORMATS,
-                        required=True, help="repeatable: saved_model, litert, onnx")
-    parser.add_argument("--quantize", action="append", choices=QUANTIZATIONS,
-                        help="LiteRT only, repeatable (default none): none, float16, int8")
-    parser.add_argument("--version", type=int,
-                        help="the new SavedModel version (default: one above the newest)")
+    parser.add_argument(
+        "--format",
+        action="append",
+        dest="formats",
+        choices=FORMATS,
+        required=True,
+        help="repeatable: saved_model, litert, onnx",
+    )
+    parser.add_argument(
+        "--quantize",
+        action="append",
+        choices=QUANTIZATIONS,
+        help="LiteRT only, repeatable (default none): none, float16, int8",
+    )
+    parser.add_argument(
+        "--version", type=int, help="the new SavedModel version (default: one above the newest)"
+    )
     args = parser.parse_args(argv)
     try:
-        written = export_run(args.run_dir, formats=args.formats,
-                             quantize=args.quantize or ["none"], version=args.version)
+        written = export_run(
+            args.run_dir,
+            formats=args.formats,
+            quantize=args.quantize or ["none"],
+            version=args.version,
+        )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     for name, path in written.items():
-        size = sum(p.stat().st_size for p in pathlib.Path(path).rglob("*")) if path.is_dir() \
+        size = (
+            sum(p.stat().st_size for p in pathlib.Path(path).rglob("*"))
+            if path.is_dir()
             else path.stat().st_size
+        )
         print(f"{name:16} {path}  ({size / 1e6:.2f} MB)")
 
 

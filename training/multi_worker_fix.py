@@ -35,8 +35,11 @@ def is_needed(version=None) -> bool:
 
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
     strategy = self.distribute_strategy
-    if (iterator is not None and self._distribute_strategy is not None
-            and tf_trainer._collective_all_reduce_multi_worker(strategy)):
+    if (
+        iterator is not None
+        and self._distribute_strategy is not None
+        and tf_trainer._collective_all_reduce_multi_worker(strategy)
+    ):
         for _, _, batches in iterator:
             distributed_batch = next(batches)
             break
@@ -49,6 +52,7 @@ def _maybe_symbolic_build(self, iterator=None, data_batch=None):
 
 def _reduce_per_replica(values, strategy, reduction):
     if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+
         def mean(value):
             rank = strategy.experimental_local_results(value)[0].shape.rank
             return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)

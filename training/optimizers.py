@@ -56,10 +56,19 @@ def build_optimizer(
     """
     if momentum is None:
         momentum = MOMENTUM_DEFAULTS.get(name, 0.0)
-    check_arguments(name, learning_rate, momentum=momentum, nesterov=nesterov, rho=rho,
-                    epsilon=epsilon, weight_decay=weight_decay, clip_value=clip_value,
-                    clip_norm=clip_norm, global_clip_norm=global_clip_norm,
-                    ema_momentum=ema_momentum)
+    check_arguments(
+        name,
+        learning_rate,
+        momentum=momentum,
+        nesterov=nesterov,
+        rho=rho,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+        clip_value=clip_value,
+        clip_norm=clip_norm,
+        global_clip_norm=global_clip_norm,
+        ema_momentum=ema_momentum,
+    )
 
     kwargs = {
         "learning_rate": learning_rate,
@@ -82,31 +91,49 @@ def build_optimizer(
     return _CLASSES[name](**kwargs)
 
 
-def check_arguments(name, learning_rate, *, momentum, nesterov, rho, epsilon, weight_decay,
-                    clip_value, clip_norm, global_clip_norm, ema_momentum=EMA_MOMENTUM,
-                    section=""):
+def check_arguments(
+    name,
+    learning_rate,
+    *,
+    momentum,
+    nesterov,
+    rho,
+    epsilon,
+    weight_decay,
+    clip_value,
+    clip_norm,
+    global_clip_norm,
+    ema_momentum=EMA_MOMENTUM,
+    section="",
+):
     """The rules of build_optimizer's arguments; `section` ("optimizer.") names them as the
     config does, where the learning rate is `lr`. `momentum` None is the optimizer's default."""
     checks.one_of("optimizer", name, OPTIMIZERS)
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        checks.in_range(f"{section}lr" if section else "learning_rate", learning_rate, 0,
-                        low_open=True)
+        checks.in_range(
+            f"{section}lr" if section else "learning_rate", learning_rate, 0, low_open=True
+        )
     if momentum is None:
         momentum = MOMENTUM_DEFAULTS.get(name, 0.0)
     checks.in_range(f"{section}momentum", momentum, 0, 1)
-    checks.require(not (nesterov and name == "sgd" and momentum == 0),
-                   f"{section}nesterov needs SGD momentum > 0; got momentum 0.")
-    checks.require(not (nesterov and name != "sgd"),
-                   f"{section}nesterov applies to 'sgd' only (use 'nadam' for Nesterov Adam); "
-                   f"got optimizer {name!r}.")
+    checks.require(
+        not (nesterov and name == "sgd" and momentum == 0),
+        f"{section}nesterov needs SGD momentum > 0; got momentum 0.",
+    )
+    checks.require(
+        not (nesterov and name != "sgd"),
+        f"{section}nesterov applies to 'sgd' only (use 'nadam' for Nesterov Adam); "
+        f"got optimizer {name!r}.",
+    )
     checks.in_range(f"{section}rho", rho, 0, 1)
     checks.in_range(f"{section}epsilon", epsilon, 0, low_open=True)
     checks.in_range(f"{section}weight_decay", weight_decay, 0)
-    clips = {"clip_value": clip_value, "clip_norm": clip_norm,
-             "global_clip_norm": global_clip_norm}
+    clips = {"clip_value": clip_value, "clip_norm": clip_norm, "global_clip_norm": global_clip_norm}
     chosen = {key: value for key, value in clips.items() if value is not None}
-    checks.require(len(chosen) <= 1, f"Choose at most one of {section}clip_value, clip_norm, "
-                                     f"global_clip_norm; got {chosen}.")
+    checks.require(
+        len(chosen) <= 1,
+        f"Choose at most one of {section}clip_value, clip_norm, global_clip_norm; got {chosen}.",
+    )
     for key, value in chosen.items():
         checks.in_range(f"{section}{key}", value, 0, low_open=True)
     checks.in_range(f"{section}ema_momentum", ema_momentum, 0, 1)
@@ -114,9 +141,18 @@ def check_arguments(name, learning_rate, *, momentum, nesterov, rho, epsilon, we
 
 def check_config(config):
     opt = config.optimizer
-    check_arguments(opt.name, opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
-                    rho=opt.rho, epsilon=opt.epsilon, weight_decay=opt.weight_decay,
-                    clip_value=opt.clip_value, clip_norm=opt.clip_norm,
-                    global_clip_norm=opt.global_clip_norm, section="optimizer.")
+    check_arguments(
+        opt.name,
+        opt.lr,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        rho=opt.rho,
+        epsilon=opt.epsilon,
+        weight_decay=opt.weight_decay,
+        clip_value=opt.clip_value,
+        clip_norm=opt.clip_norm,
+        global_clip_norm=opt.global_clip_norm,
+        section="optimizer.",
+    )
     # The loss's, but set beside the optimizer's knobs.
     checks.in_range("optimizer.label_smoothing", opt.label_smoothing, 0, 1)

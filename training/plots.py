@@ -31,8 +31,11 @@ def plot_curves(history, path, *, title=None):
     if isinstance(history, (str, pathlib.Path)):
         history = read_history_csv(history)
     history = _check_history(history)
-    epochs = [int(epoch) for epoch in history["epoch"]] if "epoch" in history else (
-        list(range(1, _length(history) + 1)))
+    epochs = (
+        [int(epoch) for epoch in history["epoch"]]
+        if "epoch" in history
+        else (list(range(1, _length(history) + 1)))
+    )
 
     figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
     loss_axes, accuracy_axes, lr_axes = figure.subplots(1, 3)
@@ -65,15 +68,16 @@ def read_history_csv(path):
         rows = list(csv.DictReader(file))
     if not rows:
         raise ValueError(f"history file {str(path)!r} has no epochs")
-    return {key: [float(row[key]) if row[key] not in ("", None) else math.nan for row in rows]
-            for key in rows[0]}
+    return {
+        key: [float(row[key]) if row[key] not in ("", None) else math.nan for row in rows]
+        for key in rows[0]
+    }
 
 
 def _check_history(history):
     if not isinstance(history, dict):
         raise ValueError(
-            "history must be a dict of per-epoch lists or a CSV path, "
-            f"got {type(history).__name__}"
+            f"history must be a dict of per-epoch lists or a CSV path, got {type(history).__name__}"
         )
     lengths = {key: len(values) for key, values in history.items()}
     if not lengths or max(lengths.values()) == 0:
@@ -100,20 +104,35 @@ def _plot_pair(axes, epochs, history, key, label, *, mark_best=False):
         _say_not_logged(axes, label.lower())
         return None
     if key in history:
-        axes.plot(epochs, history[key], color=TRAIN_COLOR, marker=marker, markersize=4,
-                  label="train")
+        axes.plot(
+            epochs, history[key], color=TRAIN_COLOR, marker=marker, markersize=4, label="train"
+        )
     best_epoch = None
     validation = history.get(f"val_{key}")
     if validation is not None:
-        axes.plot(epochs, validation, color=VALIDATION_COLOR, marker=marker, markersize=4,
-                  label="validation")
-        finite = [(value, epoch) for epoch, value in zip(epochs, validation)
-                  if math.isfinite(value)]
+        axes.plot(
+            epochs,
+            validation,
+            color=VALIDATION_COLOR,
+            marker=marker,
+            markersize=4,
+            label="validation",
+        )
+        finite = [
+            (value, epoch) for epoch, value in zip(epochs, validation) if math.isfinite(value)
+        ]
         if mark_best and finite:
             best_value, best_epoch = min(finite)
-            axes.plot(best_epoch, best_value, marker="*", markersize=16, color=VALIDATION_COLOR,
-                      markeredgecolor="black", linestyle="none",
-                      label=f"best: epoch {best_epoch}, {best_value:.4g}")
+            axes.plot(
+                best_epoch,
+                best_value,
+                marker="*",
+                markersize=16,
+                color=VALIDATION_COLOR,
+                markeredgecolor="black",
+                linestyle="none",
+                label=f"best: epoch {best_epoch}, {best_value:.4g}",
+            )
     axes.legend(loc="best", framealpha=0.9)
     return best_epoch
 
@@ -126,8 +145,14 @@ def _plot_learning_rate(axes, epochs, history):
         _say_not_logged(axes, "learning rate")
         return
     rates = history[key]
-    axes.plot(epochs, rates, color=LR_COLOR, marker="o" if len(epochs) <= 30 else None,
-              markersize=4, label="learning rate")
+    axes.plot(
+        epochs,
+        rates,
+        color=LR_COLOR,
+        marker="o" if len(epochs) <= 30 else None,
+        markersize=4,
+        label="learning rate",
+    )
     positive = [rate for rate in rates if math.isfinite(rate) and rate > 0]
     # A schedule that spans decades (exponential, step, warmup from near zero) reads only on a
     # log axis.
@@ -138,5 +163,12 @@ def _plot_learning_rate(axes, epochs, history):
 
 
 def _say_not_logged(axes, what):
-    axes.text(0.5, 0.5, f"no {what} logged", transform=axes.transAxes, ha="center",
-              va="center", color="gray")
+    axes.text(
+        0.5,
+        0.5,
+        f"no {what} logged",
+        transform=axes.transAxes,
+        ha="center",
+        va="center",
+        color="gray",
+    )

@@ -27,8 +27,9 @@ def image_files(paths):
     files = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
         else:
             files.append(path)
     return files
@@ -74,24 +75,34 @@ def main(argv=None):
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, received {args.top_k}")
     try:
-        predictions, skipped = predict_files(args.run_dir, args.images, top_k=args.top_k,
-                                             version=args.version)
+        predictions, skipped = predict_files(
+            args.run_dir, args.images, top_k=args.top_k, version=args.version
+        )
     except FileNotFoundError as error:
         sys.exit(f"error: {error}")
     for path, reason in skipped.items():
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if args.json:
-        print(json.dumps({path: [{"class_name": name, "probability": round(p, 6)}
-                                 for name, p in top] for path, top in predictions.items()},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    path: [{"class_name": name, "probability": round(p, 6)} for name, p in top]
+                    for path, top in predictions.items()
+                },
+                indent=2,
+            )
+        )
     else:
         for path, top in predictions.items():
             print(path)
             for name, probability in top:
                 print(f"  {probability:8.4f}  {name}")
     if not predictions:
-        sys.exit("error: none of the images could be read" if skipped else
-                 f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.images)}")
+        sys.exit(
+            "error: none of the images could be read"
+            if skipped
+            else f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(args.images)}"
+        )
 
 
 if __name__ == "__main__":

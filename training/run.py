@@ -1,8 +1,8 @@
 """`python -m training.run`: train a zoo model on a dataset and export it.
 
-    python -m training.run                                  # lenet5 on the bundled digits data
-    python -m training.run --model resnet20 --dataset cifar10 --epochs 30 --augment standard
-    python -m training.run --config experiments/resnet20.yaml --set optimizer.lr=0.05
+python -m training.run                                  # lenet5 on the bundled digits data
+python -m training.run --model resnet20 --dataset cifar10 --epochs 30 --augment standard
+python -m training.run --config experiments/resnet20.yaml --set optimizer.lr=0.05
 """
 
 import os

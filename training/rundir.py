@@ -101,8 +101,10 @@ def resolve_run_dir(output_dir, run_name=None, *, default_name, overwrite=False)
     candidate, suffix = name, 1
     while True:
         path = output_dir / candidate
-        checks.require(not path.exists() or path.is_dir(),
-                       f"run directory {str(path)!r} is a file; choose another run_name.")
+        checks.require(
+            not path.exists() or path.is_dir(),
+            f"run directory {str(path)!r} is a file; choose another run_name.",
+        )
         if is_finished(path):
             if overwrite:
                 _remove_whole(path)

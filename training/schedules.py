@@ -101,8 +101,11 @@ class StepDecay(EpochSchedule):
         return self.base_lr * ops.power(self.step_factor, drops)
 
     def get_config(self):
-        return {**super().get_config(), "step_epochs": self.step_epochs,
-                "step_factor": self.step_factor}
+        return {
+            **super().get_config(),
+            "step_epochs": self.step_epochs,
+            "step_factor": self.step_factor,
+        }
 
 
 @keras.saving.register_keras_serializable(package="training")
@@ -183,9 +186,17 @@ def build_learning_rate(
     `plateau=...`) lowers it, and Keras refuses that callback on an optimizer holding a schedule.
     """
     checks.in_range("steps_per_epoch", steps_per_epoch, 1, integer=True)
-    check_arguments(name, base_lr=base_lr, epochs=epochs, warmup_epochs=warmup_epochs,
-                    step_epochs=step_epochs, step_factor=step_factor, decay_rate=decay_rate,
-                    tau_epochs=tau_epochs, min_lr=min_lr)
+    check_arguments(
+        name,
+        base_lr=base_lr,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        step_epochs=step_epochs,
+        step_factor=step_factor,
+        decay_rate=decay_rate,
+        tau_epochs=tau_epochs,
+        min_lr=min_lr,
+    )
 
     if name == "plateau":
         return float(base_lr)
@@ -194,8 +205,12 @@ def build_learning_rate(
             return float(base_lr)
         return ConstantSchedule(base_lr, steps_per_epoch, warmup_epochs=warmup_epochs)
 
-    common = {"base_lr": base_lr, "steps_per_epoch": steps_per_epoch,
-              "warmup_epochs": warmup_epochs, "min_lr": min_lr}
+    common = {
+        "base_lr": base_lr,
+        "steps_per_epoch": steps_per_epoch,
+        "warmup_epochs": warmup_epochs,
+        "min_lr": min_lr,
+    }
     decay_epochs = epochs - warmup_epochs
     if name == "step":
         return StepDecay(step_epochs=step_epochs, step_factor=step_factor, **common)
@@ -217,8 +232,19 @@ def build_learning_rate(
     return OneCycle(cycle_epochs=decay_epochs, **common)
 
 
-def check_arguments(name, *, base_lr, epochs, warmup_epochs, step_epochs, step_factor,
-                    decay_rate, tau_epochs, min_lr, section=""):
+def check_arguments(
+    name,
+    *,
+    base_lr,
+    epochs,
+    warmup_epochs,
+    step_epochs,
+    step_factor,
+    decay_rate,
+    tau_epochs,
+    min_lr,
+    section="",
+):
     """The rules of build_learning_rate's arguments, all of them whichever schedule is chosen;
     `section` ("schedule.") names them as the config does, where base_lr is optimizer.lr."""
     checks.one_of("schedule", name, SCHEDULES)
@@ -242,8 +268,15 @@ def check_arguments(name, *, base_lr, epochs, warmup_epochs, step_epochs, step_f
 
 def check_config(config):
     schedule = config.schedule
-    check_arguments(schedule.name, base_lr=config.optimizer.lr, epochs=config.epochs,
-                    warmup_epochs=schedule.warmup_epochs, step_epochs=schedule.step_epochs,
-                    step_factor=schedule.step_factor, decay_rate=schedule.decay_rate,
-                    tau_epochs=schedule.tau_epochs, min_lr=schedule.min_lr,
-                    section="schedule.")
+    check_arguments(
+        schedule.name,
+        base_lr=config.optimizer.lr,
+        epochs=config.epochs,
+        warmup_epochs=schedule.warmup_epochs,
+        step_epochs=schedule.step_epochs,
+        step_factor=schedule.step_factor,
+        decay_rate=schedule.decay_rate,
+        tau_epochs=schedule.tau_epochs,
+        min_lr=schedule.min_lr,
+        section="schedule.",
+    )

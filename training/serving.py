@@ -71,11 +71,14 @@ def signatures(model, class_names, *, fit):
 
     return {
         "serving_default": (
-            serve_images, [tf.TensorSpec((None, None, None, None), tf.uint8, name="image")]),
-        "serving_bytes": (
-            serve_bytes, [tf.TensorSpec((None,), tf.string, name="image_bytes")]),
+            serve_images,
+            [tf.TensorSpec((None, None, None, None), tf.uint8, name="image")],
+        ),
+        "serving_bytes": (serve_bytes, [tf.TensorSpec((None,), tf.string, name="image_bytes")]),
         "serving_float": (
-            serve_float, [tf.TensorSpec((None, *input_shape), tf.float32, name="image")]),
+            serve_float,
+            [tf.TensorSpec((None, *input_shape), tf.float32, name="image")],
+        ),
     }
 
 
@@ -84,8 +87,11 @@ def versions(run_dir):
     serving = pathlib.Path(run_dir) / SERVING_DIR
     if not serving.is_dir():
         return []
-    return sorted(int(p.name) for p in serving.iterdir()
-                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    return sorted(
+        int(p.name)
+        for p in serving.iterdir()
+        if p.name.isdigit() and (p / "saved_model.pb").is_file()
+    )
 
 
 def saved_model_path(run_dir, version=None):

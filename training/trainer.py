@@ -91,8 +91,9 @@ def create_backbone(config: TrainConfig, input_shape, num_classes) -> keras.Mode
         raise ValueError(f"{config.model.name}: {error}. Check the model options.") from None
 
 
-def build_model(config: TrainConfig, input_shape, num_classes, mean, std, *,
-                pretrained=None) -> keras.Model:
+def build_model(
+    config: TrainConfig, input_shape, num_classes, mean, std, *, pretrained=None
+) -> keras.Model:
     """The zoo model behind a standardization layer, so the model takes raw pixels. With
     --init-from, `pretrained` (from pretrained_backbone) or loaded here, behind the source's
     normalization (see transfer.assemble)."""
@@ -103,25 +104,31 @@ def build_model(config: TrainConfig, input_shape, num_classes, mean, std, *,
     inputs = keras.Input(shape=input_shape, name="pixels")
     # float32: the statistics of 0..255 pixels lose precision in bfloat16.
     standardized = keras.layers.Normalization(
-        mean=np.asarray(mean, "float32"), variance=np.square(np.asarray(std, "float32")),
-        dtype="float32", name="standardize",
+        mean=np.asarray(mean, "float32"),
+        variance=np.square(np.asarray(std, "float32")),
+        dtype="float32",
+        name="standardize",
     )(inputs)
     return keras.Model(inputs, backbone(standardized), name=config.model.name)
 
 
-def pretrained_backbone(config: TrainConfig, input_shape, num_classes, *, class_names=None,
-                        source=None):
+def pretrained_backbone(
+    config: TrainConfig, input_shape, num_classes, *, class_names=None, source=None
+):
     """The zoo model with the weights --init-from names (transfer.pretrained_backbone)."""
     source = source or transfer.load_source(config, input_shape)
     target = create_backbone(config, input_shape, num_classes)
     return transfer.pretrained_backbone(config, source, target, class_names)
 
 
-def compile_model(model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes,
-                  scaled_variables=()):
+def compile_model(
+    model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes, scaled_variables=()
+):
     """`scaled_variables`: paths of pretrained variables that learn at
     config.transfer.backbone_lr_multiplier times the learning rate."""
-    base_lr = hardware.scaled_learning_rate(config.optimizer.lr, replicas, config.optimizer.scale_lr)
+    base_lr = hardware.scaled_learning_rate(
+        config.optimizer.lr, replicas, config.optimizer.scale_lr
+    )
     schedule = config.schedule
     learning_rate = schedules.build_learning_rate(
         schedule.name,
@@ -202,14 +209,21 @@ def prepare_data(config: TrainConfig, *, include_test=True, source_shape=None) -
         subset_per_class=config.data.subset_per_class,
     )
     input_shape = input_shape_for(config, splits.image_shape[-1], source_shape)
-    fit = {name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
-           for name in ("train", "validation", "test")}
+    fit = {
+        name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
+        for name in ("train", "validation", "test")
+    }
     mean, std = data.channel_statistics(fit["train"])
     return PreparedData(
-        train=fit["train"], validation=fit["validation"],
+        train=fit["train"],
+        validation=fit["validation"],
         test=fit["test"] if include_test else None,
-        class_names=list(splits.class_names), num_examples=dict(splits.num_examples),
-        input_shape=input_shape, mean=mean, std=std, flip_safe=splits.flip_safe,
+        class_names=list(splits.class_names),
+        num_examples=dict(splits.num_examples),
+        input_shape=input_shape,
+        mean=mean,
+        std=std,
+        flip_safe=splits.flip_safe,
     )
 
 
@@ -235,8 +249,11 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
             augment=augmentation if name == "train" else None,
             cache=config.data.cache,
         )
-        for name, dataset in (("train", prepared.train), ("validation", prepared.validation),
-                              ("test", prepared.test))
+        for name, dataset in (
+            ("train", prepared.train),
+            ("validation", prepared.validation),
+            ("test", prepared.test),
+        )
         if dataset is not None and prepared.num_examples[name] > 0
     }
 
@@ -256,12 +273,22 @@ def check_splits(config: TrainConfig, prepared: PreparedData):
             "0 (or give the dataset a test split)."
         )
     if prepared.num_examples["validation"] == 0:
-        needs = [what for what, used in (
-            ("early stopping (--patience 0 turns it off)", config.callbacks.early_stopping_patience),
-            ("best.keras (--checkpoint-best false)", config.callbacks.checkpoint_best),
-            ("the plateau schedule", config.schedule.name == "plateau"),
-            ("the val_accuracy drop stop (--max-val-drop)", config.callbacks.max_val_drop is not None),
-        ) if used]
+        needs = [
+            what
+            for what, used in (
+                (
+                    "early stopping (--patience 0 turns it off)",
+                    config.callbacks.early_stopping_patience,
+                ),
+                ("best.keras (--checkpoint-best false)", config.callbacks.checkpoint_best),
+                ("the plateau schedule", config.schedule.name == "plateau"),
+                (
+                    "the val_accuracy drop stop (--max-val-drop)",
+                    config.callbacks.max_val_drop is not None,
+                ),
+            )
+            if used
+        ]
         if needs:
             raise ValueError(
                 f"the validation split is empty (val_split {config.data.val_split}), but "
@@ -270,8 +297,9 @@ def check_splits(config: TrainConfig, prepared: PreparedData):
             )
 
 
-def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
-                        checkpoint_best=None) -> list:
+def build_fit_callbacks(
+    config: TrainConfig, directory, *, monitor="val_loss", checkpoint_best=None
+) -> list:
     """The trainer's callbacks from the config's callbacks and schedule sections;
     `checkpoint_best` overrides the config's (the tuner keeps no best.keras)."""
     plateau = None
@@ -289,8 +317,9 @@ def build_fit_callbacks(config: TrainConfig, directory, *, monitor="val_loss",
         max_train_accuracy_drop=config.callbacks.max_accuracy_drop,
         max_val_accuracy_drop=config.callbacks.max_val_drop,
         min_delta=config.callbacks.min_delta,
-        checkpoint_best=(config.callbacks.checkpoint_best if checkpoint_best is None
-                         else checkpoint_best),
+        checkpoint_best=(
+            config.callbacks.checkpoint_best if checkpoint_best is None else checkpoint_best
+        ),
         tensorboard=config.callbacks.tensorboard,
         plateau=plateau,
         ema=config.optimizer.ema,
@@ -317,8 +346,11 @@ def open_run_dir(config: TrainConfig, resolved: TrainConfig, strategy):
     """The run directory: chosen (and its config saved) by the chief. Other workers of a
     multi-worker run use the run name as given, which config.validate() requires there."""
     if not hardware.is_chief(strategy):
-        return rundir.RunDir(path=pathlib.Path(config.output.output_dir) / config.output.run_name,
-                             resume=False, name=config.output.run_name)
+        return rundir.RunDir(
+            path=pathlib.Path(config.output.output_dir) / config.output.run_name,
+            resume=False,
+            name=config.output.run_name,
+        )
     run = rundir.resolve_run_dir(
         config.output.output_dir,
         config.output.run_name,
@@ -331,8 +363,17 @@ def open_run_dir(config: TrainConfig, resolved: TrainConfig, strategy):
     return run
 
 
-def evaluate(model, pipelines, prepared: PreparedData, history: dict, *, train_seconds,
-             epochs_run, policy, replicas) -> dict:
+def evaluate(
+    model,
+    pipelines,
+    prepared: PreparedData,
+    history: dict,
+    *,
+    train_seconds,
+    epochs_run,
+    policy,
+    replicas,
+) -> dict:
     """metrics.json: the test split, evaluated once, and what the run measured."""
     test = model.evaluate(pipelines["test"], return_dict=True, verbose=0)
     metrics = {
@@ -341,7 +382,8 @@ def evaluate(model, pipelines, prepared: PreparedData, history: dict, *, train_s
         "epochs_completed": len(next(iter(history.values()), [])),
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(prepared.num_examples["train"] * epochs_run / train_seconds, 1)
-        if train_seconds > 0 else None,
+        if train_seconds > 0
+        else None,
         "num_examples": dict(prepared.num_examples),
         "num_classes": prepared.num_classes,
         "params": model.count_params(),
@@ -381,27 +423,50 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     resolved = config.replace({"data": {"image_size": prepared.input_shape[0]}})
     if source:
         with strategy.scope():
-            pretrained = pretrained_backbone(config, prepared.input_shape, prepared.num_classes,
-                                             class_names=prepared.class_names, source=source)
-        resolved = resolved.replace({"transfer": {"mode": transfer.mode_of(config),
-                                                  "source": source.record}})
+            pretrained = pretrained_backbone(
+                config,
+                prepared.input_shape,
+                prepared.num_classes,
+                class_names=prepared.class_names,
+                source=source,
+            )
+        resolved = resolved.replace(
+            {"transfer": {"mode": transfer.mode_of(config), "source": source.record}}
+        )
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
     log.info(
         "%s %s: %s, %d classes, %s train / %s validation / %s test, input %s, %s, %d replica(s)",
-        "Resuming" if run.resume else "Run", run.path, config.data.dataset, prepared.num_classes,
-        prepared.num_examples["train"], prepared.num_examples["validation"],
-        prepared.num_examples["test"], prepared.input_shape, policy, replicas,
+        "Resuming" if run.resume else "Run",
+        run.path,
+        config.data.dataset,
+        prepared.num_classes,
+        prepared.num_examples["train"],
+        prepared.num_examples["validation"],
+        prepared.num_examples["test"],
+        prepared.input_shape,
+        policy,
+        replicas,
     )
 
     if pretrained:
-        log.info("Weights from %s: loaded %d layers (%s); new: %s", config.model.init_from,
-                 len(pretrained.loaded), ", ".join(pretrained.loaded),
-                 ", ".join(pretrained.new) or "none")
+        log.info(
+            "Weights from %s: loaded %d layers (%s); new: %s",
+            config.model.init_from,
+            len(pretrained.loaded),
+            ", ".join(pretrained.loaded),
+            ", ".join(pretrained.new) or "none",
+        )
 
     with strategy.scope():
-        model = build_model(config, prepared.input_shape, prepared.num_classes,
-                            prepared.mean, prepared.std, pretrained=pretrained)
+        model = build_model(
+            config,
+            prepared.input_shape,
+            prepared.num_classes,
+            prepared.mean,
+            prepared.std,
+            pretrained=pretrained,
+        )
 
     started = time.perf_counter()
     epochs_run = 0
@@ -411,16 +476,28 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
             model.load_weights(marker)
             continue
         with strategy.scope():
-            scaled = (transfer.set_trainable(model, pretrained, phase.mode,
-                                             config.transfer.trainable_from)
-                      if pretrained else ())
-            compile_model(model, phase.config,
-                          steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
-                          replicas=replicas, num_classes=prepared.num_classes,
-                          scaled_variables=scaled)
-        log.info("%s%s: %s parameters, %s trainable", model.name,
-                 f" ({phase.mode})" if phase.mode else "", f"{model.count_params():,}",
-                 f"{transfer.trainable_params(model):,}")
+            scaled = (
+                transfer.set_trainable(
+                    model, pretrained, phase.mode, config.transfer.trainable_from
+                )
+                if pretrained
+                else ()
+            )
+            compile_model(
+                model,
+                phase.config,
+                steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
+                replicas=replicas,
+                num_classes=prepared.num_classes,
+                scaled_variables=scaled,
+            )
+        log.info(
+            "%s%s: %s parameters, %s trainable",
+            model.name,
+            f" ({phase.mode})" if phase.mode else "",
+            f"{model.count_params():,}",
+            f"{transfer.trainable_params(model):,}",
+        )
         model._initial_epoch = None  # BackupAndRestore of an earlier phase leaves it set
         fit_history = model.fit(
             pipelines["train"],
@@ -439,23 +516,38 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     train_seconds = time.perf_counter() - started
     # The CSV holds every epoch, also those before a resume, which fit's History lacks.
     history = read_history(work_dir / "history.csv") or fit_history.history
-    metrics = evaluate(model, pipelines, prepared, history, train_seconds=train_seconds,
-                       epochs_run=epochs_run, policy=policy, replicas=replicas)
+    metrics = evaluate(
+        model,
+        pipelines,
+        prepared,
+        history,
+        train_seconds=train_seconds,
+        epochs_run=epochs_run,
+        policy=policy,
+        replicas=replicas,
+    )
     log.info(
         "test accuracy %.4f, loss %.4f after %d epochs (%.1f s, %s images/s)",
-        metrics["test_accuracy"], metrics["test_loss"], metrics["epochs_completed"],
-        train_seconds, metrics["images_per_second"],
+        metrics["test_accuracy"],
+        metrics["test_loss"],
+        metrics["epochs_completed"],
+        train_seconds,
+        metrics["images_per_second"],
     )
 
     if hardware.is_chief(strategy):
         export.export_model(model, run.path, class_names=prepared.class_names, fit=config.data.fit)
         if history:
-            plots.plot_curves(history, run.path / "curves.png",
-                              title=f"{config.model.name} on {dataset_label(config.data.dataset)}")
+            plots.plot_curves(
+                history,
+                run.path / "curves.png",
+                title=f"{config.model.name} on {dataset_label(config.data.dataset)}",
+            )
         rundir.write_json_atomic(run.path / "metrics.json", metrics)
         rundir.mark_finished(run.path)
-    return RunResult(run_dir=run.path, metrics=metrics, history=history, resumed=run.resume,
-                     model=model)
+    return RunResult(
+        run_dir=run.path, metrics=metrics, history=history, resumed=run.resume, model=model
+    )
 
 
 # Builder arguments the trainer sets itself, never through model.options.
@@ -468,11 +560,16 @@ def check_builder_arguments(model_name, arguments):
     parameters = inspect.signature(zoo.get_builder(model_name)).parameters
     if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
         return
-    valid = sorted(name for name, p in parameters.items()
-                   if p.kind == p.KEYWORD_ONLY and name not in ("name", *TRAINER_SET_ARGUMENTS))
+    valid = sorted(
+        name
+        for name, p in parameters.items()
+        if p.kind == p.KEYWORD_ONLY and name not in ("name", *TRAINER_SET_ARGUMENTS)
+    )
     for argument in arguments:
-        checks.require(argument in valid, f"{model_name} has no option {argument!r}; its "
-                                          f"options are {', '.join(valid)}.")
+        checks.require(
+            argument in valid,
+            f"{model_name} has no option {argument!r}; its options are {', '.join(valid)}.",
+        )
 
 
 def check_config(config):
@@ -485,9 +582,11 @@ def check_config(config):
         f"data.image_size {image_size} is below {model.name}'s minimum input of "
         f"{info.min_input_size}x{info.min_input_size}.",
     )
-    for field, names in (("activation", layer_options.ACTIVATIONS),
-                         ("normalization", layer_options.NORMALIZATIONS),
-                         ("kernel_initializer", layer_options.INITIALIZERS)):
+    for field, names in (
+        ("activation", layer_options.ACTIVATIONS),
+        ("normalization", layer_options.NORMALIZATIONS),
+        ("kernel_initializer", layer_options.INITIALIZERS),
+    ):
         if getattr(model, field) is not None:
             checks.one_of(f"model.{field}", getattr(model, field), names)
     if model.dropout is not None:
@@ -496,7 +595,9 @@ def check_config(config):
         checks.in_range("model.leaky_slope", model.leaky_slope, 0, 1)
     checks.in_range("model.l2", model.l2, 0)
     for argument in TRAINER_SET_ARGUMENTS:
-        checks.require(argument not in model.options,
-                       f"model.options.{argument} is set by the trainer, not an option.")
+        checks.require(
+            argument not in model.options,
+            f"model.options.{argument} is set by the trainer, not an option.",
+        )
     arguments = builder_kwargs(config, input_shape=None, num_classes=None)
     check_builder_arguments(model.name, set(arguments) - {"input_shape", "num_classes"})

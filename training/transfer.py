@@ -50,42 +50,60 @@ def check_config(config):
     transfer, init_from = config.transfer, config.model.init_from
     if transfer.mode is not None:
         checks.one_of("transfer mode", transfer.mode, MODES)
-    needs_source = [flag for flag, used in (
-        ("--transfer", transfer.mode is not None),
-        ("--trainable-from", transfer.trainable_from is not None),
-        ("--feature-layer", transfer.feature_layer is not None),
-        ("--two-phase", transfer.two_phase),
-    ) if used]
-    checks.require(init_from or not needs_source,
-                   f"{', '.join(needs_source)} need(s) --init-from (a run directory, a "
-                   f"model.keras or imagenet) to transfer from.")
+    needs_source = [
+        flag
+        for flag, used in (
+            ("--transfer", transfer.mode is not None),
+            ("--trainable-from", transfer.trainable_from is not None),
+            ("--feature-layer", transfer.feature_layer is not None),
+            ("--two-phase", transfer.two_phase),
+        )
+        if used
+    ]
+    checks.require(
+        init_from or not needs_source,
+        f"{', '.join(needs_source)} need(s) --init-from (a run directory, a "
+        f"model.keras or imagenet) to transfer from.",
+    )
     mode = mode_of(config)
-    checks.require((mode == "partial") == (transfer.trainable_from is not None),
-                   "--transfer partial needs --trainable-from LAYER (and --trainable-from "
-                   f"needs --transfer partial); got transfer {mode}, trainable_from "
-                   f"{transfer.trainable_from}.")
-    checks.require(transfer.backbone_lr_multiplier > 0,
-                   f"backbone_lr_multiplier must be positive, got "
-                   f"{transfer.backbone_lr_multiplier}.")
+    checks.require(
+        (mode == "partial") == (transfer.trainable_from is not None),
+        "--transfer partial needs --trainable-from LAYER (and --trainable-from "
+        f"needs --transfer partial); got transfer {mode}, trainable_from "
+        f"{transfer.trainable_from}.",
+    )
+    checks.require(
+        transfer.backbone_lr_multiplier > 0,
+        f"backbone_lr_multiplier must be positive, got {transfer.backbone_lr_multiplier}.",
+    )
     if transfer.two_phase:
-        checks.require(mode != "linear_probe",
-                       "--two-phase probes, then fine-tunes: use it with --transfer finetune "
-                       "or partial, not linear_probe.")
-        checks.require(1 <= transfer.probe_epochs < config.epochs,
-                       f"probe_epochs must be at least 1 and leave fine-tuning epochs of "
-                       f"--epochs {config.epochs}, got {transfer.probe_epochs}.")
-        checks.require(config.schedule.warmup_epochs < config.epochs - transfer.probe_epochs,
-                       f"warmup_epochs ({config.schedule.warmup_epochs}) must be shorter than "
-                       f"the fine-tuning phase ({config.epochs - transfer.probe_epochs} epochs).")
+        checks.require(
+            mode != "linear_probe",
+            "--two-phase probes, then fine-tunes: use it with --transfer finetune "
+            "or partial, not linear_probe.",
+        )
+        checks.require(
+            1 <= transfer.probe_epochs < config.epochs,
+            f"probe_epochs must be at least 1 and leave fine-tuning epochs of "
+            f"--epochs {config.epochs}, got {transfer.probe_epochs}.",
+        )
+        checks.require(
+            config.schedule.warmup_epochs < config.epochs - transfer.probe_epochs,
+            f"warmup_epochs ({config.schedule.warmup_epochs}) must be shorter than "
+            f"the fine-tuning phase ({config.epochs - transfer.probe_epochs} epochs).",
+        )
     if init_from and init_from != IMAGENET:
         source_file(init_from)
     if init_from == IMAGENET:
         info = zoo.model_info(config.model.name)
-        with_weights = sorted(name for name in zoo.list_models()
-                              if zoo.model_info(name).keras_application)
-        checks.require(info.keras_application is not None,
-                       f"{config.model.name} has no ImageNet weights in keras.applications; "
-                       f"--init-from imagenet works for: {', '.join(with_weights)}.")
+        with_weights = sorted(
+            name for name in zoo.list_models() if zoo.model_info(name).keras_application
+        )
+        checks.require(
+            info.keras_application is not None,
+            f"{config.model.name} has no ImageNet weights in keras.applications; "
+            f"--init-from imagenet works for: {', '.join(with_weights)}.",
+        )
 
 
 def mode_of(config) -> str | None:
@@ -117,9 +135,11 @@ def source_file(init_from) -> pathlib.Path:
     path = pathlib.Path(init_from)
     if path.is_dir():
         path = path / "model.keras"
-    checks.require(path.is_file() and path.suffix == ".keras",
-                   f"model.init_from must be a run directory holding model.keras, a .keras file, "
-                   f"or imagenet; got {path}.")
+    checks.require(
+        path.is_file() and path.suffix == ".keras",
+        f"model.init_from must be a run directory holding model.keras, a .keras file, "
+        f"or imagenet; got {path}.",
+    )
     return path
 
 
@@ -132,20 +152,32 @@ def load_source(config, imagenet_input_shape=None) -> Source:
     model = keras.saving.load_model(path, compile=False)
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     backbone = nested[0] if nested else model
-    standardize = next((layer for layer in model.layers
-                        if isinstance(layer, keras.layers.Normalization)), None)
+    standardize = next(
+        (layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)), None
+    )
     run_config, run_classes = path.parent / "config.yaml", path.parent / "class_names.json"
     record = {
         "init_from": str(path.resolve()),
-        "config_sha256": (hashlib.sha256(run_config.read_bytes()).hexdigest()
-                          if run_config.is_file() else None),
+        "config_sha256": (
+            hashlib.sha256(run_config.read_bytes()).hexdigest() if run_config.is_file() else None
+        ),
     }
-    standardization = None if standardize is None else (
-        np.asarray(standardize.mean).reshape(-1), np.asarray(standardize.variance).reshape(-1))
-    return Source(model=backbone, record=record, input_shape=tuple(model.input_shape[1:]),
-                  standardization=standardization, headless=False,
-                  class_names=(json.loads(run_classes.read_text())
-                               if run_classes.is_file() else None))
+    standardization = (
+        None
+        if standardize is None
+        else (
+            np.asarray(standardize.mean).reshape(-1),
+            np.asarray(standardize.variance).reshape(-1),
+        )
+    )
+    return Source(
+        model=backbone,
+        record=record,
+        input_shape=tuple(model.input_shape[1:]),
+        standardization=standardization,
+        headless=False,
+        class_names=(json.loads(run_classes.read_text()) if run_classes.is_file() else None),
+    )
 
 
 @contextlib.contextmanager
@@ -169,10 +201,20 @@ def _requested_files():
 def _imagenet_source(config, input_shape):
     with _requested_files() as names:
         # zoo.weights names the file and Keras' cache folder when the file is missing offline.
-        model = zoo.create(config.model.name, input_shape=input_shape, include_top=False,
-                           weights=IMAGENET, **config.model.options)
-    return Source(model=model, record={"init_from": IMAGENET, "weights_file": names[-1]},
-                  input_shape=tuple(input_shape), standardization=None, headless=True)
+        model = zoo.create(
+            config.model.name,
+            input_shape=input_shape,
+            include_top=False,
+            weights=IMAGENET,
+            **config.model.options,
+        )
+    return Source(
+        model=model,
+        record={"init_from": IMAGENET, "weights_file": names[-1]},
+        input_shape=tuple(input_shape),
+        standardization=None,
+        headless=True,
+    )
 
 
 # ---------------------------------------------------------------------------- the new model
@@ -193,8 +235,7 @@ class Backbone:
         return [layer for layer in self.model.layers if layer.name in self.loaded]
 
 
-def pretrained_backbone(config, source: Source, target: keras.Model,
-                        class_names=None) -> Backbone:
+def pretrained_backbone(config, source: Source, target: keras.Model, class_names=None) -> Backbone:
     """Copy every layer of `source` into the freshly built zoo model `target` (same names,
     same shapes). When the classes differ (by name where both are known, else by number) the
     classifier stays fresh. Raises ValueError listing the first layers that differ,
@@ -202,7 +243,8 @@ def pretrained_backbone(config, source: Source, target: keras.Model,
     source_layers = {layer.name: layer for layer in weighted_layers(source.model)}
     source_classes, num_classes = source.model.output_shape[-1], target.output_shape[-1]
     same_classes = source_classes == num_classes and (
-        None in (class_names, source.class_names) or class_names == source.class_names)
+        None in (class_names, source.class_names) or class_names == source.class_names
+    )
     classifier = [] if same_classes else classifier_layers(target)
     loaded, new, differ = [], [], []
     for layer in weighted_layers(target):
@@ -210,11 +252,13 @@ def pretrained_backbone(config, source: Source, target: keras.Model,
         original = source_layers.pop(layer.name, None)
         if original is None:
             (new if source.headless else differ).append(
-                layer.name if source.headless else f"{layer.name} (not in the source)")
+                layer.name if source.headless else f"{layer.name} (not in the source)"
+            )
             continue
         source_shapes = [tuple(w.shape) for w in original.weights]
-        if layer.name in classifier and _differ_in_classes(source_shapes, shapes,
-                                                            source_classes, num_classes):
+        if layer.name in classifier and _differ_in_classes(
+            source_shapes, shapes, source_classes, num_classes
+        ):
             new.append(layer.name)
         elif shapes == source_shapes:
             layer.set_weights(original.get_weights())
@@ -242,11 +286,15 @@ def pretrained_backbone(config, source: Source, target: keras.Model,
         new = list(HEAD_LAYERS)
         target = cut
     if mode_of(config) == "linear_probe" or config.transfer.two_phase:
-        checks.require(new, f"--init-from {config.model.init_from} has the same {num_classes} "
-                            "classes, so every layer is loaded and a linear probe would train "
-                            "nothing: use --transfer finetune, or --feature-layer.")
-    return Backbone(model=target, loaded=loaded, new=new, source=source,
-                    feature_layer=feature_layer)
+        checks.require(
+            new,
+            f"--init-from {config.model.init_from} has the same {num_classes} "
+            "classes, so every layer is loaded and a linear probe would train "
+            "nothing: use --transfer finetune, or --feature-layer.",
+        )
+    return Backbone(
+        model=target, loaded=loaded, new=new, source=source, feature_layer=feature_layer
+    )
 
 
 def classifier_layers(model) -> list:
@@ -312,17 +360,21 @@ def assemble(config, backbone: Backbone, input_shape, num_classes, mean, std) ->
     """
     inputs = keras.Input(shape=input_shape, name="pixels")
     if backbone.source.record["init_from"] == IMAGENET:
-        x = ImageNetPreprocessing(config.model.name, dtype="float32",
-                                  name="imagenet_preprocessing")(inputs)
+        x = ImageNetPreprocessing(
+            config.model.name, dtype="float32", name="imagenet_preprocessing"
+        )(inputs)
     else:
         if backbone.source.standardization is not None:
             mean, variance = backbone.source.standardization
         else:
             variance = np.square(np.asarray(std, "float32"))
         # float32: the statistics of 0..255 pixels lose precision in bfloat16.
-        x = keras.layers.Normalization(mean=np.asarray(mean, "float32"),
-                                       variance=np.asarray(variance, "float32"),
-                                       dtype="float32", name="standardize")(inputs)
+        x = keras.layers.Normalization(
+            mean=np.asarray(mean, "float32"),
+            variance=np.asarray(variance, "float32"),
+            dtype="float32",
+            name="standardize",
+        )(inputs)
     x = backbone.model(x)
     if backbone.feature_layer is not None:
         pool, dense, activation = HEAD_LAYERS
@@ -341,8 +393,9 @@ def set_trainable(model: keras.Model, backbone: Backbone, mode, trainable_from=N
     layers = backbone.model.layers
     first_trainable = 0
     if mode == "partial":
-        first_trainable = _find_layer([layer.name for layer in layers], trainable_from,
-                                      "--trainable-from")
+        first_trainable = _find_layer(
+            [layer.name for layer in layers], trainable_from, "--trainable-from"
+        )
     for index, layer in enumerate(layers):
         if layer.name in backbone.new:
             layer.trainable = True
@@ -353,8 +406,9 @@ def set_trainable(model: keras.Model, backbone: Backbone, mode, trainable_from=N
     for layer in model.layers:
         if layer.name in HEAD_LAYERS:
             layer.trainable = True
-    return [variable.path for layer in backbone.loaded_layers
-            for variable in layer.trainable_weights]
+    return [
+        variable.path for layer in backbone.loaded_layers for variable in layer.trainable_weights
+    ]
 
 
 def trainable_params(model) -> int:
@@ -408,8 +462,11 @@ class ScaledLearningRate:
                 self.weight_decay = decay
 
     def get_config(self):
-        return {**super().get_config(), "scaled_variables": self.scaled_variables,
-                "lr_multiplier": self.lr_multiplier}
+        return {
+            **super().get_config(),
+            "scaled_variables": self.scaled_variables,
+            "lr_multiplier": self.lr_multiplier,
+        }
 
 
 def _scaled_class(base):
@@ -426,8 +483,13 @@ SCALED_CLASSES = {base: _scaled_class(base) for base in optimizers._CLASSES.valu
 def scale_learning_rate(optimizer, scaled_variables, lr_multiplier):
     """`optimizer` rebuilt as its ScaledLearningRate twin, same settings and schedule."""
     cls = SCALED_CLASSES[type(optimizer)]
-    return cls.from_config({**optimizer.get_config(), "scaled_variables": list(scaled_variables),
-                            "lr_multiplier": lr_multiplier})
+    return cls.from_config(
+        {
+            **optimizer.get_config(),
+            "scaled_variables": list(scaled_variables),
+            "lr_multiplier": lr_multiplier,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- two phases
@@ -455,7 +517,11 @@ def phases(config) -> list:
         return [Phase(mode, config, 0)]
     probe = config.transfer.probe_epochs
     return [
-        Phase("linear_probe", config.replace({"epochs": probe, "schedule": {"warmup_epochs": 0}}),
-              0, marker=PROBE_WEIGHTS),
+        Phase(
+            "linear_probe",
+            config.replace({"epochs": probe, "schedule": {"warmup_epochs": 0}}),
+            0,
+            marker=PROBE_WEIGHTS,
+        ),
         Phase(mode, config.replace({"epochs": config.epochs - probe}), probe),
     ]

@@ -34,17 +34,31 @@ def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
     for path, entry in space.items():
         condition = {}
         if "when" in entry:
-            (parent, parent_values), = entry["when"].items()
+            ((parent, parent_values),) = entry["when"].items()
             condition = {"parent_name": parent, "parent_values": parent_values}
         kind, default = entry["type"], entry.get("default")
         if kind == "float" and entry.get("sampling") == "log_one_minus":
             value = _sample_one_minus(hp, path, entry, condition)
         elif kind == "float":
-            value = hp.Float(path, entry["min"], entry["max"], step=entry.get("step"),
-                             sampling=entry.get("sampling", "linear"), default=default, **condition)
+            value = hp.Float(
+                path,
+                entry["min"],
+                entry["max"],
+                step=entry.get("step"),
+                sampling=entry.get("sampling", "linear"),
+                default=default,
+                **condition,
+            )
         elif kind == "int":
-            value = hp.Int(path, entry["min"], entry["max"], step=entry.get("step"),
-                           sampling=entry.get("sampling", "linear"), default=default, **condition)
+            value = hp.Int(
+                path,
+                entry["min"],
+                entry["max"],
+                step=entry.get("step"),
+                sampling=entry.get("sampling", "linear"),
+                default=default,
+                **condition,
+            )
         elif kind == "choice":
             value = hp.Choice(path, entry["values"], default=default, **condition)
         else:
@@ -59,9 +73,15 @@ def _sample_one_minus(hp, path, entry, condition):
     0.001 ... 0.1). KerasTuner's reverse_log is not this: it is log-uniform in max + min - value.
     The tuner's own hyperparameter, named `1-<path>`, holds 1 - value."""
     default = entry.get("default")
-    complement = hp.Float(f"1-{path}", 1 - entry["max"], 1 - entry["min"], step=entry.get("step"),
-                          sampling="log", default=None if default is None else 1 - default,
-                          **condition)
+    complement = hp.Float(
+        f"1-{path}",
+        1 - entry["max"],
+        1 - entry["min"],
+        step=entry.get("step"),
+        sampling="log",
+        default=None if default is None else 1 - default,
+        **condition,
+    )
     if complement is None:  # inactive
         return None
     # 1 - (1 - x) may land an ulp outside [min, max].
@@ -85,8 +105,15 @@ class TrialHyperModel(keras_tuner.HyperModel):
     also what early stopping watches.
     """
 
-    def __init__(self, trial_config: TrainConfig, space: dict, search_data: trainer.PreparedData, *,
-                 objective: str, strategy):
+    def __init__(
+        self,
+        trial_config: TrainConfig,
+        space: dict,
+        search_data: trainer.PreparedData,
+        *,
+        objective: str,
+        strategy,
+    ):
         super().__init__(name=trial_config.model.name)
         self.trial_config = trial_config
         self.space = space
@@ -108,12 +135,15 @@ class TrialHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(config.seed)
         # Set per build: KerasTuner clears the Keras session before each one.
         hardware.apply_precision(hardware.resolve_precision(config.hardware.precision))
-        model = trainer.build_model(config, self.data.input_shape, self.data.num_classes,
-                                    self.data.mean, self.data.std)
+        model = trainer.build_model(
+            config, self.data.input_shape, self.data.num_classes, self.data.mean, self.data.std
+        )
         trainer.compile_model(
-            model, config,
+            model,
+            config,
             steps_per_epoch=math.ceil(self.data.num_examples["train"] / self._global_batch(config)),
-            replicas=self.strategy.num_replicas_in_sync, num_classes=self.data.num_classes,
+            replicas=self.strategy.num_replicas_in_sync,
+            num_classes=self.data.num_classes,
         )
         return model
 
@@ -125,9 +155,15 @@ class TrialHyperModel(keras_tuner.HyperModel):
         pipelines = trainer.make_pipelines(config, self.data, self._global_batch(config))
         fit_callbacks = _trial_callbacks(config, trial_dir, self.objective) + list(callbacks)
         started = time.perf_counter()
-        model.fit(pipelines["train"], validation_data=pipelines["validation"], epochs=epochs,
-                  initial_epoch=initial_epoch, callbacks=fit_callbacks,
-                  verbose=fit_verbosity(), shuffle=False)  # the pipeline shuffles, seeded
+        model.fit(
+            pipelines["train"],
+            validation_data=pipelines["validation"],
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=fit_callbacks,
+            verbose=fit_verbosity(),
+            shuffle=False,
+        )  # the pipeline shuffles, seeded
         seconds = time.perf_counter() - started
         # The CSV holds every epoch, also those before a resume, which fit's History lacks.
         history = trainer.read_history(trial_dir / "history.csv")

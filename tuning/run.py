@@ -32,8 +32,13 @@ from tuning.search import SearchSettings, load_sweep, run_search
 # Training-config values with a flag of their own here (any other: --set); they fix the data
 # and the model a search runs on. The trainer's --epochs, --patience, --output-dir and
 # --overwrite mean the search's own here.
-TRAINING_FLAGS = ("model.name", "data.dataset", "data.data_dir", "data.manual_dir",
-                  "data.image_size")
+TRAINING_FLAGS = (
+    "model.name",
+    "data.dataset",
+    "data.data_dir",
+    "data.manual_dir",
+    "data.image_size",
+)
 SEARCH = "search."  # where the search settings' flags land among the parsed arguments
 
 
@@ -41,24 +46,34 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tuning.run",
         description="Search hyperparameters of a zoo model with KerasTuner; every trial is an "
-                    "ordinary training run.",
+        "ordinary training run.",
         epilog="A sweep YAML holds the training config's sections (fixed values), a search: "
-               "section (these flags' names) and a space: section (path: {type, min, max, step, "
-               "sampling, values} or null). Flags override the file.",
+        "section (these flags' names) and a space: section (path: {type, min, max, step, "
+        "sampling, values} or null). Flags override the file.",
     )
-    parser.add_argument("--config", metavar="YAML",
-                        help="sweep file: config sections, search: and space:")
+    parser.add_argument(
+        "--config", metavar="YAML", help="sweep file: config sections, search: and space:"
+    )
     fixed = "fixed training config"
-    groups = add_field_arguments(parser, TrainConfig, paths=TRAINING_FLAGS,
-                                 groups={"model": fixed, "data": fixed})
+    groups = add_field_arguments(
+        parser, TrainConfig, paths=TRAINING_FLAGS, groups={"model": fixed, "data": fixed}
+    )
     groups[fixed].add_argument(
-        "--set", action="append", default=[], metavar="PATH=VALUE",
-        help="fix any training-config value, e.g. --set optimizer.name=sgd (it leaves the space)")
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="fix any training-config value, e.g. --set optimizer.name=sgd (it leaves the space)",
+    )
     groups = add_field_arguments(parser, SearchSettings, prefix=SEARCH, groups={"": "search"})
     groups["search"].add_argument(
-        "--space", action="append", default=[], metavar="PATH=YAML",
+        "--space",
+        action="append",
+        default=[],
+        metavar="PATH=YAML",
         help="change one space entry, e.g. --space 'optimizer.lr={min: 1e-4}' or "
-             "--space augment.preset=null")
+        "--space augment.preset=null",
+    )
     return parser.parse_args(argv)
 
 

@@ -39,32 +39,52 @@ class SearchSettings:
 
     tuner: str = option("random", "the KerasTuner tuner", choices="tuning.search.TUNERS")
     max_trials: int = option(10, "trials to run (hyperband decides its own)")
-    epochs: int = option(10, "epochs per trial; the full run (best_config.yaml) keeps the "
-                             "config's own epochs")
+    epochs: int = option(
+        10, "epochs per trial; the full run (best_config.yaml) keeps the config's own epochs"
+    )
     patience: int = option(3, "early stopping inside each trial (0: off)")
     max_epochs: int = option(27, "hyperband: the epochs of its longest trials")
-    hyperband_factor: int = option(3, "hyperband: the factor by which each bracket cuts the "
-                                      "trials and raises their epochs")
-    objective: str = option("val_accuracy", "what to optimize (the test split is never looked "
-                                            "at)", choices="tuning.hypermodel.OBJECTIVES")
-    name: str | None = option(None, "search name (default <model>-<dataset>-<tuner>)",
-                                 group="output")
-    output_dir: str = option("saved_models/tuning", "where searches land", metavar="DIR",
-                             group="output")
-    overwrite: bool = option(False, "start the search over instead of resuming it",
-                             group="output")
-    retrain_best: bool = option(False, "retrain the best config on train+validation and "
-                                       "export it", group="output")
-    chief: str | None = option(None, "address of the chief, which serves the oracle",
-                                  metavar="HOST:PORT", group="distributed search")
-    worker_id: str | None = option(None, "chief on the chief; tuner0, tuner1, ... on the "
-                                            "workers", metavar="ID", group="distributed search")
+    hyperband_factor: int = option(
+        3, "hyperband: the factor by which each bracket cuts the trials and raises their epochs"
+    )
+    objective: str = option(
+        "val_accuracy",
+        "what to optimize (the test split is never looked at)",
+        choices="tuning.hypermodel.OBJECTIVES",
+    )
+    name: str | None = option(
+        None, "search name (default <model>-<dataset>-<tuner>)", group="output"
+    )
+    output_dir: str = option(
+        "saved_models/tuning", "where searches land", metavar="DIR", group="output"
+    )
+    overwrite: bool = option(False, "start the search over instead of resuming it", group="output")
+    retrain_best: bool = option(
+        False, "retrain the best config on train+validation and export it", group="output"
+    )
+    chief: str | None = option(
+        None,
+        "address of the chief, which serves the oracle",
+        metavar="HOST:PORT",
+        group="distributed search",
+    )
+    worker_id: str | None = option(
+        None,
+        "chief on the chief; tuner0, tuner1, ... on the workers",
+        metavar="ID",
+        group="distributed search",
+    )
 
     def check(self):
         checks.one_of("tuner", self.tuner, TUNERS)
         checks.one_of("objective", self.objective, OBJECTIVES)
-        for key, least in (("max_trials", 1), ("epochs", 1), ("patience", 0), ("max_epochs", 1),
-                           ("hyperband_factor", 2)):
+        for key, least in (
+            ("max_trials", 1),
+            ("epochs", 1),
+            ("patience", 0),
+            ("max_epochs", 1),
+            ("hyperband_factor", 2),
+        ):
             checks.in_range(f"search.{key}", getattr(self, key), least, integer=True)
         checks.require(
             (self.chief is None) == (self.worker_id is None),
@@ -73,9 +93,11 @@ class SearchSettings:
         )
         if self.chief is not None:
             chief_address(self.chief)
-            checks.require(WORKER_ID.match(str(self.worker_id)),
-                           f"worker_id must be 'chief' or tuner<N> (tuner0, tuner1, ...), got "
-                           f"{self.worker_id!r}.")
+            checks.require(
+                WORKER_ID.match(str(self.worker_id)),
+                f"worker_id must be 'chief' or tuner<N> (tuner0, tuner1, ...), got "
+                f"{self.worker_id!r}.",
+            )
         return self
 
     @property
@@ -94,8 +116,10 @@ class SearchResult:
 
 def chief_address(text):
     host, sep, port = str(text).rpartition(":")
-    checks.require(sep and host and port.isdigit() and 0 < int(port) < 65536,
-                   f"--chief must be HOST:PORT (e.g. 127.0.0.1:8000), got {text!r}.")
+    checks.require(
+        sep and host and port.isdigit() and 0 < int(port) < 65536,
+        f"--chief must be HOST:PORT (e.g. 127.0.0.1:8000), got {text!r}.",
+    )
     return host, int(port)
 
 
@@ -124,8 +148,9 @@ def _search_name(config: TrainConfig, settings: SearchSettings):
 def trial_base_config(config: TrainConfig, settings: SearchSettings) -> TrainConfig:
     """The config every trial starts from: short runs with early stopping."""
     epochs = settings.max_epochs if settings.tuner == "hyperband" else settings.epochs
-    return config.replace({"epochs": epochs,
-                           "callbacks": {"early_stopping_patience": settings.patience}})
+    return config.replace(
+        {"epochs": epochs, "callbacks": {"early_stopping_patience": settings.patience}}
+    )
 
 
 def check_search(config: TrainConfig, settings: SearchSettings, space: dict):
@@ -133,16 +158,20 @@ def check_search(config: TrainConfig, settings: SearchSettings, space: dict):
     settings.check()
     config.validate()
     if config.hardware.strategy == "multi_worker":
-        raise ValueError("a search runs each trial in one process; distribute the search with "
-                         "--chief/--worker-id instead of hardware.strategy multi_worker.")
+        raise ValueError(
+            "a search runs each trial in one process; distribute the search with "
+            "--chief/--worker-id instead of hardware.strategy multi_worker."
+        )
     base = trial_base_config(config, settings)
     spaces.check_paths(space, base)
     spaces.check_values(space, base)
 
 
 def _comparable(sweep):
-    return {**sweep, "search": {k: v for k, v in sweep["search"].items()
-                                if k not in RESUMABLE_CHANGES}}
+    return {
+        **sweep,
+        "search": {k: v for k, v in sweep["search"].items() if k not in RESUMABLE_CHANGES},
+    }
 
 
 def _claim_search_dir(search_dir: pathlib.Path, sweep: dict, settings: SearchSettings):
@@ -153,8 +182,11 @@ def _claim_search_dir(search_dir: pathlib.Path, sweep: dict, settings: SearchSet
     if record.exists():
         saved = yaml.safe_load(record.read_text())
         if _comparable(saved) != _comparable(sweep):
-            differ = [k for k in ("config", "search", "space")
-                      if _comparable(saved)[k] != _comparable(sweep)[k]]
+            differ = [
+                k
+                for k in ("config", "search", "space")
+                if _comparable(saved)[k] != _comparable(sweep)[k]
+            ]
             raise ValueError(
                 f"{search_dir} holds a search with different settings ({', '.join(differ)} "
                 f"differ). Rerun it with the same settings to resume it, pass --overwrite to "
@@ -173,8 +205,11 @@ def _set_distributed_environment(settings: SearchSettings):
             os.environ.pop(key, None)
         return
     host, port = chief_address(settings.chief)
-    os.environ.update(KERASTUNER_TUNER_ID=settings.worker_id, KERASTUNER_ORACLE_IP=host,
-                      KERASTUNER_ORACLE_PORT=str(port))
+    os.environ.update(
+        KERASTUNER_TUNER_ID=settings.worker_id,
+        KERASTUNER_ORACLE_IP=host,
+        KERASTUNER_ORACLE_PORT=str(port),
+    )
 
 
 def _quiet_chief(settings: SearchSettings):
@@ -205,8 +240,9 @@ def _tuner_classes():
 
     return {
         "random": type("RandomSearch", (TrialRunner, keras_tuner.RandomSearch), {}),
-        "bayesian": type("BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization),
-                         {}),
+        "bayesian": type(
+            "BayesianOptimization", (TrialRunner, keras_tuner.BayesianOptimization), {}
+        ),
         "hyperband": type("Hyperband", (TrialRunner, keras_tuner.Hyperband), {}),
         "grid": type("GridSearch", (TrialRunner, keras_tuner.GridSearch), {}),
     }
@@ -216,10 +252,15 @@ def make_tuner(hypermodel, settings: SearchSettings, search_dir: pathlib.Path, *
     import keras_tuner
 
     objective = keras_tuner.Objective(settings.objective, OBJECTIVES[settings.objective])
-    kwargs = dict(hypermodel=hypermodel, objective=objective, seed=seed,
-                  directory=str(search_dir.parent), project_name=search_dir.name,
-                  overwrite=False,  # _claim_search_dir decides, on the chief only
-                  distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
+    kwargs = dict(
+        hypermodel=hypermodel,
+        objective=objective,
+        seed=seed,
+        directory=str(search_dir.parent),
+        project_name=search_dir.name,
+        overwrite=False,  # _claim_search_dir decides, on the chief only
+        distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None,
+    )
     if settings.tuner == "hyperband":
         kwargs.update(max_epochs=settings.max_epochs, factor=settings.hyperband_factor)
     else:
@@ -242,8 +283,11 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     space = spaces.resolve_space(config.model.name, space_overrides, fixed)
     check_search(config, settings, space)
     search_dir = pathlib.Path(settings.output_dir) / _search_name(config, settings)
-    sweep = {"config": config.to_dict(),
-             "search": {**dataclasses.asdict(settings), "name": search_dir.name}, "space": space}
+    sweep = {
+        "config": config.to_dict(),
+        "search": {**dataclasses.asdict(settings), "name": search_dir.name},
+        "space": space,
+    }
     _claim_search_dir(search_dir, sweep, settings)
     _set_distributed_environment(settings)
 
@@ -252,15 +296,28 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
 
     search_data = prepare_data(config)
     if settings.objective == "val_top5_accuracy" and search_data.num_classes < 5:
-        raise ValueError(f"val_top5_accuracy needs at least 5 classes; this dataset has "
-                         f"{search_data.num_classes}.")
+        raise ValueError(
+            f"val_top5_accuracy needs at least 5 classes; this dataset has "
+            f"{search_data.num_classes}."
+        )
     strategy = hardware.resolve_strategy(config.hardware.strategy)
-    hypermodel = TrialHyperModel(trial_base_config(config, settings), space, search_data,
-                                 objective=settings.objective, strategy=strategy)
+    hypermodel = TrialHyperModel(
+        trial_base_config(config, settings),
+        space,
+        search_data,
+        objective=settings.objective,
+        strategy=strategy,
+    )
     tuner = make_tuner(hypermodel, settings, search_dir, seed=config.seed, strategy=strategy)
-    log.info("Search %s: %s tuner, %s, %d hyperparameters, objective %s%s", search_dir,
-             settings.tuner, config.model.name, len(space), settings.objective,
-             f", worker {settings.worker_id} of chief {settings.chief}" if settings.chief else "")
+    log.info(
+        "Search %s: %s tuner, %s, %d hyperparameters, objective %s%s",
+        search_dir,
+        settings.tuner,
+        config.model.name,
+        len(space),
+        settings.objective,
+        f", worker {settings.worker_id} of chief {settings.chief}" if settings.chief else "",
+    )
     # KerasTuner's own per-trial tables give way to one line per finished trial.
     tuner.oracle.verbose = 0
     with _quiet_chief(settings):
@@ -274,13 +331,24 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     plot_trials(rows, space, settings.objective, search_dir / "trials.png")
     completed = [row for row in rows if row["status"] == "COMPLETED"]
     if not completed:
-        raise RuntimeError(f"No trial of {search_dir} completed; see the trial messages in "
-                           f"{search_dir / 'leaderboard.json'}.")
-    best = best_config(config, completed[0]["hyperparameters"], search_dir.name,
-                       image_size=search_data.input_shape[0])
+        raise RuntimeError(
+            f"No trial of {search_dir} completed; see the trial messages in "
+            f"{search_dir / 'leaderboard.json'}."
+        )
+    best = best_config(
+        config,
+        completed[0]["hyperparameters"],
+        search_dir.name,
+        image_size=search_data.input_shape[0],
+    )
     rundir.write_text_atomic(search_dir / "best_config.yaml", best.to_yaml())
-    log.info("Best trial %s: %s %.4f; its config: %s", completed[0]["trial"], settings.objective,
-             completed[0]["score"], search_dir / "best_config.yaml")
+    log.info(
+        "Best trial %s: %s %.4f; its config: %s",
+        completed[0]["trial"],
+        settings.objective,
+        completed[0]["score"],
+        search_dir / "best_config.yaml",
+    )
     retrain = None
     if settings.retrain_best:
         from training import train
@@ -289,25 +357,29 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     return SearchResult(search_dir=search_dir, rows=rows, best_config=best, retrain=retrain)
 
 
-def best_config(config: TrainConfig, hyperparameters: dict, search_name, *,
-                image_size) -> TrainConfig:
+def best_config(
+    config: TrainConfig, hyperparameters: dict, search_name, *, image_size
+) -> TrainConfig:
     """The full training run with the best trial's values: `python -m training.run --config`
     takes it as it is."""
     from tuning.hypermodel import apply_values
 
     best = apply_values(config, hyperparameters)
-    return best.replace({"data": {"image_size": image_size},
-                         "output": {"run_name": f"{search_name}-best"}}).validate()
+    return best.replace(
+        {"data": {"image_size": image_size}, "output": {"run_name": f"{search_name}-best"}}
+    ).validate()
 
 
 def retrain_config(best: TrainConfig) -> TrainConfig:
     """The best config trained on train + validation: with no validation split carved out,
     nothing is left to stop early on or pick a best epoch by, so it runs its full epochs."""
-    return best.replace({
-        "data": {"val_split": 0.0},
-        "callbacks": {"early_stopping_patience": 0, "checkpoint_best": False},
-        "output": {"run_name": best.output.run_name.removesuffix("-best") + "-retrain"},
-    })
+    return best.replace(
+        {
+            "data": {"val_split": 0.0},
+            "callbacks": {"early_stopping_patience": 0, "checkpoint_best": False},
+            "output": {"run_name": best.output.run_name.removesuffix("-best") + "-retrain"},
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- results
@@ -336,8 +408,11 @@ def trial_row(trial, space) -> dict:
 def leaderboard(oracle, space, objective) -> list:
     """Every trial, completed ones best first (by the objective), then the others by id."""
     rows = [trial_row(trial, space) for trial in oracle.trials.values()]
-    completed = sorted((r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None),
-                       key=lambda r: r["score"], reverse=OBJECTIVES[objective] == "max")
+    completed = sorted(
+        (r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None),
+        key=lambda r: r["score"],
+        reverse=OBJECTIVES[objective] == "max",
+    )
     others = sorted((r for r in rows if r not in completed), key=lambda r: r["trial"])
     for rank, row in enumerate(completed, start=1):
         row["rank"] = rank
@@ -355,17 +430,28 @@ def write_leaderboard(rows, search_dir: pathlib.Path, objective):
     paths = _columns(rows)
     header = ["rank", "trial", "status", objective, "epochs", "seconds"] + paths
     lines = [header] + [
-        [row.get("rank", ""), row["trial"], row["status"],
-         "" if row["score"] is None else row["score"], row["epochs"] or "", row["seconds"] or ""]
+        [
+            row.get("rank", ""),
+            row["trial"],
+            row["status"],
+            "" if row["score"] is None else row["score"],
+            row["epochs"] or "",
+            row["seconds"] or "",
+        ]
         + [row["hyperparameters"].get(p, "") for p in paths]
         for row in rows
     ]
     text = io.StringIO(newline="")
     csv.writer(text).writerows(lines)
     rundir.write_text_atomic(search_dir / "leaderboard.csv", text.getvalue())
-    rundir.write_json_atomic(search_dir / "leaderboard.json", {
-        "objective": objective, "direction": OBJECTIVES[objective], "trials": rows,
-    })
+    rundir.write_json_atomic(
+        search_dir / "leaderboard.json",
+        {
+            "objective": objective,
+            "direction": OBJECTIVES[objective],
+            "trials": rows,
+        },
+    )
 
 
 def _format_value(value):
@@ -385,22 +471,32 @@ def format_leaderboard(rows, objective) -> str:
     paths = _columns(rows)
     header = ["rank", "trial", "status", objective, "epochs", "seconds"] + _short_names(paths)
     table = [header] + [
-        [str(row.get("rank", "-")), row["trial"], row["status"], _format_value(row["score"]),
-         _format_value(row["epochs"]), _format_value(row["seconds"])]
+        [
+            str(row.get("rank", "-")),
+            row["trial"],
+            row["status"],
+            _format_value(row["score"]),
+            _format_value(row["epochs"]),
+            _format_value(row["seconds"]),
+        ]
         + [_format_value(row["hyperparameters"].get(p)) for p in paths]
         for row in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-                     for line in table)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table
+    )
 
 
 def live_line(row) -> str:
-    values = " ".join(f"{name}={_format_value(row['hyperparameters'][path])}"
-                      for name, path in zip(_short_names(list(row["hyperparameters"])),
-                                            row["hyperparameters"]))
-    return (f"trial {row['trial']} {row['status'].lower()}: score {_format_value(row['score'])}, "
-            f"{_format_value(row['epochs'])} epochs, {_format_value(row['seconds'])} s | {values}")
+    values = " ".join(
+        f"{name}={_format_value(row['hyperparameters'][path])}"
+        for name, path in zip(_short_names(list(row["hyperparameters"])), row["hyperparameters"])
+    )
+    return (
+        f"trial {row['trial']} {row['status'].lower()}: score {_format_value(row['score'])}, "
+        f"{_format_value(row['epochs'])} epochs, {_format_value(row['seconds'])} s | {values}"
+    )
 
 
 def plot_trials(rows, space, objective, path):
@@ -410,8 +506,11 @@ def plot_trials(rows, space, objective, path):
     from matplotlib.ticker import MaxNLocator
 
     scored = sorted((r for r in rows if r["score"] is not None), key=lambda r: int(r["trial"]))
-    numeric = [p for p, entry in space.items()
-               if spaces.is_numeric(entry) and any(p in r["hyperparameters"] for r in scored)]
+    numeric = [
+        p
+        for p, entry in space.items()
+        if spaces.is_numeric(entry) and any(p in r["hyperparameters"] for r in scored)
+    ]
     panels = 1 + len(numeric)
     columns = min(panels, 3)
     lines = -(-panels // columns)
@@ -421,14 +520,21 @@ def plot_trials(rows, space, objective, path):
     numbers = [int(r["trial"]) for r in scored]
     scores = [r["score"] for r in scored]
     axes[0].plot(numbers, scores, "o", label="trial")
-    axes[0].step(numbers, [better(scores[: i + 1]) for i in range(len(scores))], where="post",
-                 label="best so far")
+    axes[0].step(
+        numbers,
+        [better(scores[: i + 1]) for i in range(len(scores))],
+        where="post",
+        label="best so far",
+    )
     axes[0].set(title=f"{objective} per trial", xlabel="trial", ylabel=objective)
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize="small")
     for axis, hp_path in zip(axes[1:], numeric):
-        points = [(r["hyperparameters"][hp_path], r["score"]) for r in scored
-                  if hp_path in r["hyperparameters"]]
+        points = [
+            (r["hyperparameters"][hp_path], r["score"])
+            for r in scored
+            if hp_path in r["hyperparameters"]
+        ]
         axis.plot([x for x, _ in points], [y for _, y in points], "o")
         if space[hp_path].get("sampling") == "log":
             axis.set_xscale("log")

@@ -41,13 +41,27 @@ COMMON_SPACE = {
     "optimizer.lr": {"type": "float", "min": 1e-5, "max": 1e-1, "sampling": "log", "default": 1e-3},
     # 1 - momentum log-uniform in [0.001, 0.1], as the course notes' table samples it. Searched
     # for SGD only: RMSprop keeps its default of no momentum in a search.
-    "optimizer.momentum": {"type": "float", "min": 0.9, "max": 0.999, "sampling": "log_one_minus",
-                           "default": 0.9, "when": {"optimizer.name": ["sgd"]}},
-    "optimizer.weight_decay": {"type": "float", "min": 1e-6, "max": 1e-2, "sampling": "log",
-                               "default": 1e-4},
+    "optimizer.momentum": {
+        "type": "float",
+        "min": 0.9,
+        "max": 0.999,
+        "sampling": "log_one_minus",
+        "default": 0.9,
+        "when": {"optimizer.name": ["sgd"]},
+    },
+    "optimizer.weight_decay": {
+        "type": "float",
+        "min": 1e-6,
+        "max": 1e-2,
+        "sampling": "log",
+        "default": 1e-4,
+    },
     "data.batch_size": {"type": "choice", "values": [32, 64, 128], "default": 64},
     "augment.preset": {"type": "choice", "values": ["none", "light", "standard"]},
-    "model.activation": {"type": "choice", "values": ["relu", "leaky_relu", "elu", "swish", "gelu"]},
+    "model.activation": {
+        "type": "choice",
+        "values": ["relu", "leaky_relu", "elu", "swish", "gelu"],
+    },
     "model.dropout": {"type": "float", "min": 0.0, "max": 0.5, "step": 0.1},
 }
 FAMILY_SPACES = {
@@ -57,10 +71,18 @@ FAMILY_SPACES = {
         "model.options.filters": {"type": "choice", "values": [16, 32, 64], "default": 32},
         "model.options.kernel_size": {"type": "choice", "values": [3, 5]},
     },
-    "resnet": {"model.options.width": {"type": "choice", "values": [0.5, 1.0, 2.0], "default": 1.0}},
-    "mobilenet": {"model.options.alpha": {"type": "choice", "values": [0.5, 0.75, 1.0], "default": 1.0}},
-    "vgg": {"model.options.fc_units": {"type": "choice", "values": [256, 1024, 4096], "default": 4096}},
-    "alexnet": {"model.options.fc_units": {"type": "choice", "values": [256, 1024, 4096], "default": 4096}},
+    "resnet": {
+        "model.options.width": {"type": "choice", "values": [0.5, 1.0, 2.0], "default": 1.0}
+    },
+    "mobilenet": {
+        "model.options.alpha": {"type": "choice", "values": [0.5, 0.75, 1.0], "default": 1.0}
+    },
+    "vgg": {
+        "model.options.fc_units": {"type": "choice", "values": [256, 1024, 4096], "default": 4096}
+    },
+    "alexnet": {
+        "model.options.fc_units": {"type": "choice", "values": [256, 1024, 4096], "default": 4096}
+    },
     "lenet": {"model.options.fc_units": {"type": "choice", "values": [84, 128, 256]}},
 }
 
@@ -85,16 +107,22 @@ def resolve_space(model_name, overrides=None, fixed=None) -> dict:
     for path, entry in (overrides or {}).items():
         if entry is None:
             if path not in space:
-                raise ValueError(f"space: cannot remove {path!r}, it is not in the space of "
-                                 f"{model_name} ({', '.join(space)}).")
+                raise ValueError(
+                    f"space: cannot remove {path!r}, it is not in the space of "
+                    f"{model_name} ({', '.join(space)})."
+                )
             del space[path]
             continue
         if not isinstance(entry, dict):
-            raise ValueError(f"space {path}: expected a mapping such as {{type: choice, values: "
-                             f"[...]}} or null, got {entry!r}.")
+            raise ValueError(
+                f"space {path}: expected a mapping such as {{type: choice, values: "
+                f"[...]}} or null, got {entry!r}."
+            )
         if path in fixed_paths:
-            raise ValueError(f"space {path}: the sweep also fixes this path in its config "
-                             f"sections; keep one of the two.")
+            raise ValueError(
+                f"space {path}: the sweep also fixes this path in its config "
+                f"sections; keep one of the two."
+            )
         if "type" in entry or path not in space:
             space[path] = dict(entry)
         else:
@@ -127,56 +155,84 @@ def check_entry(path, entry):
         raise ValueError(f"space {path}: type must be one of {', '.join(TYPES)}, got {kind!r}.")
     unknown = set(entry) - KEYS[kind]
     if unknown:
-        raise ValueError(f"space {path}: a {kind} entry does not take {', '.join(sorted(unknown))}; "
-                         f"its keys are {', '.join(sorted(KEYS[kind]))}.")
+        raise ValueError(
+            f"space {path}: a {kind} entry does not take {', '.join(sorted(unknown))}; "
+            f"its keys are {', '.join(sorted(KEYS[kind]))}."
+        )
     if kind in ("float", "int"):
         number = float if kind == "float" else int
         for key in ("min", "max"):
             value = entry.get(key)
             if not _is_number(value, number):
-                hint = (" (YAML reads 1e-4 as text: write 1.0e-4)"
-                        if isinstance(value, str) and "e" in value.lower() else "")
-                raise ValueError(f"space {path}: {key} must be a{'n' if kind == 'int' else ''} "
-                                 f"{kind}, got {value!r}{hint}.")
+                hint = (
+                    " (YAML reads 1e-4 as text: write 1.0e-4)"
+                    if isinstance(value, str) and "e" in value.lower()
+                    else ""
+                )
+                raise ValueError(
+                    f"space {path}: {key} must be a{'n' if kind == 'int' else ''} "
+                    f"{kind}, got {value!r}{hint}."
+                )
         if entry["min"] >= entry["max"]:
-            raise ValueError(f"space {path}: min must be below max, got min {entry['min']} and "
-                             f"max {entry['max']} (fix a single value in the config section).")
+            raise ValueError(
+                f"space {path}: min must be below max, got min {entry['min']} and "
+                f"max {entry['max']} (fix a single value in the config section)."
+            )
         sampling = entry.get("sampling", "linear")
         if sampling not in SAMPLINGS:
-            raise ValueError(f"space {path}: sampling must be one of {', '.join(SAMPLINGS)}, "
-                             f"got {sampling!r}.")
+            raise ValueError(
+                f"space {path}: sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}."
+            )
         if sampling == "log" and entry["min"] <= 0:
             raise ValueError(f"space {path}: log sampling needs min > 0, got {entry['min']}.")
         if sampling == "log_one_minus" and not (kind == "float" and entry["max"] < 1):
-            raise ValueError(f"space {path}: log_one_minus sampling (1 - value on a log scale) "
-                             f"needs a float range below 1, got a {kind} up to {entry['max']}.")
+            raise ValueError(
+                f"space {path}: log_one_minus sampling (1 - value on a log scale) "
+                f"needs a float range below 1, got a {kind} up to {entry['max']}."
+            )
         if "step" in entry and not (_is_number(entry["step"], number) and entry["step"] > 0):
-            raise ValueError(f"space {path}: step must be a positive {kind}, got {entry['step']!r}.")
-        if "default" in entry and not (_is_number(entry["default"], number)
-                                       and entry["min"] <= entry["default"] <= entry["max"]):
-            raise ValueError(f"space {path}: default must lie in [{entry['min']}, {entry['max']}], "
-                             f"got {entry['default']!r}.")
+            raise ValueError(
+                f"space {path}: step must be a positive {kind}, got {entry['step']!r}."
+            )
+        if "default" in entry and not (
+            _is_number(entry["default"], number)
+            and entry["min"] <= entry["default"] <= entry["max"]
+        ):
+            raise ValueError(
+                f"space {path}: default must lie in [{entry['min']}, {entry['max']}], "
+                f"got {entry['default']!r}."
+            )
     elif kind == "choice":
         values = entry.get("values")
         if not isinstance(values, list) or not values:
-            raise ValueError(f"space {path}: a choice needs a non-empty list of values, got {values!r}.")
+            raise ValueError(
+                f"space {path}: a choice needs a non-empty list of values, got {values!r}."
+            )
         if len({type(v) for v in values}) > 1 and not all(_is_number(v, float) for v in values):
-            raise ValueError(f"space {path}: the values of a choice must share one type, got {values!r}.")
+            raise ValueError(
+                f"space {path}: the values of a choice must share one type, got {values!r}."
+            )
         if "default" in entry and entry["default"] not in values:
-            raise ValueError(f"space {path}: default {entry['default']!r} is not one of {values!r}.")
+            raise ValueError(
+                f"space {path}: default {entry['default']!r} is not one of {values!r}."
+            )
     elif "default" in entry and not isinstance(entry["default"], bool):
         raise ValueError(f"space {path}: default must be true or false, got {entry['default']!r}.")
     when = entry.get("when")
-    if when is not None and not (isinstance(when, dict) and len(when) == 1
-                                 and isinstance(next(iter(when.values())), list)):
-        raise ValueError(f"space {path}: when must map one choice path to a list of its values, "
-                         f"e.g. {{optimizer.name: [sgd]}}; got {when!r}.")
+    if when is not None and not (
+        isinstance(when, dict) and len(when) == 1 and isinstance(next(iter(when.values())), list)
+    ):
+        raise ValueError(
+            f"space {path}: when must map one choice path to a list of its values, "
+            f"e.g. {{optimizer.name: [sgd]}}; got {when!r}."
+        )
 
 
 def is_numeric(entry) -> bool:
     """Whether an entry's values are numbers, which a plot can put on an axis."""
     return entry["type"] in ("float", "int") or (
-        entry["type"] == "choice" and all(_is_number(v, float) for v in entry["values"]))
+        entry["type"] == "choice" and all(_is_number(v, float) for v in entry["values"])
+    )
 
 
 def _holds(entry, value):
@@ -202,15 +258,19 @@ def _resolve_conditions(space, fixed):
         when = space[path].get("when")
         if when is None:
             continue
-        (parent, values), = when.items()
+        ((parent, values),) = when.items()
         if parent in space:
             if space[parent]["type"] != "choice" or space[parent].get("when"):
-                raise ValueError(f"space {path}: its condition must name an unconditional "
-                                 f"choice, and {parent} is not one.")
+                raise ValueError(
+                    f"space {path}: its condition must name an unconditional "
+                    f"choice, and {parent} is not one."
+                )
             missing = [v for v in values if v not in space[parent]["values"]]
             if missing:
-                raise ValueError(f"space {path}: {parent} never takes {missing!r} "
-                                 f"(its values: {space[parent]['values']!r}).")
+                raise ValueError(
+                    f"space {path}: {parent} never takes {missing!r} "
+                    f"(its values: {space[parent]['values']!r})."
+                )
             continue
         if _lookup(fixed, parent, default=_default_value(parent)) in values:
             del space[path]["when"]
@@ -238,16 +298,20 @@ def check_paths(space, config: TrainConfig):
         if path not in SEARCHABLE_DATA_PATHS and any(
             path == fixed or path.startswith(fixed + ".") for fixed in FIXED_PATHS
         ):
-            raise ValueError(f"space {path}: this path is fixed for a whole search (it decides "
-                             f"the data, the input or where runs go); set it in its config section.")
+            raise ValueError(
+                f"space {path}: this path is fixed for a whole search (it decides "
+                f"the data, the input or where runs go); set it in its config section."
+            )
         if path.startswith("model.options."):
             continue  # the builder's signature decides, in validate() (check_values)
         if _lookup(config_values, path, default=KeyError) is KeyError or path.count(".") != 1:
             known = [f"{s}.{k}" for s, v in config_values.items() if isinstance(v, dict) for k in v]
             close = difflib.get_close_matches(path, known, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
-            raise ValueError(f"space {path}: not a training-config path.{hint} Paths look like "
-                             f"optimizer.lr, data.batch_size or model.options.<builder argument>.")
+            raise ValueError(
+                f"space {path}: not a training-config path.{hint} Paths look like "
+                f"optimizer.lr, data.batch_size or model.options.<builder argument>."
+            )
 
 
 def check_values(space, config: TrainConfig):
@@ -265,4 +329,6 @@ def check_values(space, config: TrainConfig):
             try:
                 config.replace(nested(path, value)).validate()
             except ValueError as error:
-                raise ValueError(f"space {path}: the value {value!r} is not valid: {error}") from None
+                raise ValueError(
+                    f"space {path}: the value {value!r} is not valid: {error}"
+                ) from None

@@ -1,11 +1,11 @@
 """The model zoo: classic CNNs as Keras functional builders, exact to their papers.
 
-    import zoo
-    zoo.list_models()                       # every registered name
-    model = zoo.create("resnet20", input_shape=(32, 32, 3), num_classes=10)
-    zoo.describe("vgg16")                   # params, FLOPs, input shapes, paper
-    from zoo import resnet50                # every builder is importable by name
-    help(zoo.resnet50)                      # its arguments, defaults and what they mean
+import zoo
+zoo.list_models()                       # every registered name
+model = zoo.create("resnet20", input_shape=(32, 32, 3), num_classes=10)
+zoo.describe("vgg16")                   # params, FLOPs, input shapes, paper
+from zoo import resnet50                # every builder is importable by name
+help(zoo.resnet50)                      # its arguments, defaults and what they mean
 """
 
 from zoo import families  # noqa: F401  (importing the families registers their builders)

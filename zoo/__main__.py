@@ -23,7 +23,9 @@ def table_row(description):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__.split(": ", 1)[1])
-    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    parser.add_argument(
+        "pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'"
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -32,10 +34,14 @@ def main(argv=None):
 
     names = zoo.list_models(args.pattern)
     if not names:
-        parser.exit(1, f"No model matches {args.pattern!r}. Models: {', '.join(zoo.list_models())}\n")
+        parser.exit(
+            1, f"No model matches {args.pattern!r}. Models: {', '.join(zoo.list_models())}\n"
+        )
     keras.ops.zeros(1)  # device start-up logs go to stderr before the table, not inside it
     widths = (max(len(n) for n in names), 13, 13, 7, 13)
-    header = "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(COLUMNS, widths)))
+    header = "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(COLUMNS, widths))
+    )
     print(header + "  " + COLUMNS[-1])
     print("-" * (len(header) + 40))
     for name in names:

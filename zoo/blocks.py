@@ -12,11 +12,30 @@ import keras
 from zoo.options import LayerOptions
 
 
-def conv_norm_act(x, filters, kernel_size, *, options: LayerOptions, name, strides=1,
-                  padding="same", use_bias=None, activation=True, groups=1, norm_kwargs=None):
+def conv_norm_act(
+    x,
+    filters,
+    kernel_size,
+    *,
+    options: LayerOptions,
+    name,
+    strides=1,
+    padding="same",
+    use_bias=None,
+    activation=True,
+    groups=1,
+    norm_kwargs=None,
+):
     """Conv2D -> normalization -> activation (`activation=False` skips it, a name overrides it)."""
-    x = options.conv(filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-                     groups=groups, name=f"{name}_conv")(x)
+    x = options.conv(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        groups=groups,
+        name=f"{name}_conv",
+    )(x)
     x = options.apply_norm(x, name=f"{name}_norm", **(norm_kwargs or {}))
     if activation:
         chosen = None if activation is True else activation
@@ -27,13 +46,15 @@ def conv_norm_act(x, filters, kernel_size, *, options: LayerOptions, name, strid
 # --- Mobile blocks: MobileNet v1/v2 and squeeze-excitation ---------------------------------------
 
 
-def depthwise_separable_block(x, filters, *, options: LayerOptions, name, strides=1,
-                              depth_multiplier=1):
+def depthwise_separable_block(
+    x, filters, *, options: LayerOptions, name, strides=1, depth_multiplier=1
+):
     """MobileNet v1's block (Howard et al. 2017, fig. 3): depthwise 3x3 -> norm -> act, then a
     pointwise 1x1 -> norm -> act. "same" padding on a strided depthwise conv pads like
     keras.applications' explicit ((0, 1), (0, 1)) padding whenever the input size is even."""
-    x = options.depthwise_conv(3, strides=strides, depth_multiplier=depth_multiplier,
-                               name=f"{name}_depthwise_conv")(x)
+    x = options.depthwise_conv(
+        3, strides=strides, depth_multiplier=depth_multiplier, name=f"{name}_depthwise_conv"
+    )(x)
     x = options.apply_norm(x, name=f"{name}_depthwise_norm")
     x = options.act(name=f"{name}_depthwise_act")(x)
     return conv_norm_act(x, filters, 1, options=options, name=f"{name}_pointwise")
@@ -69,8 +90,9 @@ def squeeze_excitation(x, *, options: LayerOptions, name, reduction=16, activati
     """
     channels = x.shape[-1]
     squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
-    gate = options.conv(max(1, channels // reduction), 1, use_bias=True,
-                        name=f"{name}_reduce")(squeezed)
+    gate = options.conv(max(1, channels // reduction), 1, use_bias=True, name=f"{name}_reduce")(
+        squeezed
+    )
     gate = options.act(name=f"{name}_reduce_act", activation=activation)(gate)
     gate = options.conv(channels, 1, use_bias=True, name=f"{name}_expand")(gate)
     gate = keras.layers.Activation("sigmoid", name=f"{name}_gate")(gate)
@@ -133,12 +155,21 @@ def _strided_conv_norm_act(x, filters, kernel_size, *, strides, options, name, u
     if strides > 1 and kernel_size > 1:
         x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    return conv_norm_act(x, filters, kernel_size, strides=strides, padding=padding,
-                         use_bias=use_bias, options=options, name=name)
+    return conv_norm_act(
+        x,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        options=options,
+        name=name,
+    )
 
 
-def residual_shortcut(x, preactivated, filters, *, strides, shortcut, preact, use_bias,
-                      options: LayerOptions, name):
+def residual_shortcut(
+    x, preactivated, filters, *, strides, shortcut, preact, use_bias, options: LayerOptions, name
+):
     """The identity path of a residual block, producing `filters` channels.
 
     Identity when the shape is unchanged; a channel change uses a 1x1 projection (option B,
@@ -152,10 +183,23 @@ def residual_shortcut(x, preactivated, filters, *, strides, shortcut, preact, us
         return x
     if x.shape[-1] != filters and shortcut == "projection":
         if preact:
-            return options.conv(filters, 1, strides=strides, use_bias=_bias_without_norm(use_bias),
-                                name=f"{name}_0_conv")(preactivated)
-        return conv_norm_act(x, filters, 1, strides=strides, use_bias=use_bias, activation=False,
-                             options=options, name=f"{name}_0")
+            return options.conv(
+                filters,
+                1,
+                strides=strides,
+                use_bias=_bias_without_norm(use_bias),
+                name=f"{name}_0_conv",
+            )(preactivated)
+        return conv_norm_act(
+            x,
+            filters,
+            1,
+            strides=strides,
+            use_bias=use_bias,
+            activation=False,
+            options=options,
+            name=f"{name}_0",
+        )
     return ParameterFreeShortcut(filters, strides, name=f"{name}_0_shortcut")(x)
 
 
@@ -188,8 +232,12 @@ def _last_conv(y, filters, kernel_size, *, preact, zero_init, use_bias, options,
     roughly double per block and an untrained ResNet-50's logits saturate a float32 sigmoid.
     """
     norm = None if preact else options.norm(name=f"{name}_norm", channels=filters)
-    conv = options.conv(filters, kernel_size, name=f"{name}_conv",
-                        use_bias=use_bias if norm else _bias_without_norm(use_bias))
+    conv = options.conv(
+        filters,
+        kernel_size,
+        name=f"{name}_conv",
+        use_bias=use_bias if norm else _bias_without_norm(use_bias),
+    )
     if zero_init and norm:
         norm = _reconfigured(norm, gamma_initializer="zeros")
     elif zero_init:
@@ -198,8 +246,18 @@ def _last_conv(y, filters, kernel_size, *, preact, zero_init, use_bias, options,
     return norm(y) if norm else y
 
 
-def basic_block(x, filters, *, options: LayerOptions, name, strides=1, preact=False,
-                shortcut="projection", use_bias=None, zero_init_residual=True):
+def basic_block(
+    x,
+    filters,
+    *,
+    options: LayerOptions,
+    name,
+    strides=1,
+    preact=False,
+    shortcut="projection",
+    use_bias=None,
+    zero_init_residual=True,
+):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets); the first one strides.
 
     `preact=False` is the post-activation block of He et al. 2015 (conv-norm-act, conv-norm,
@@ -208,18 +266,52 @@ def basic_block(x, filters, *, options: LayerOptions, name, strides=1, preact=Fa
     `zero_init_residual` starts the residual branch at zero (see `_last_conv`).
     """
     preactivated = _preactivate(x, preact=preact, options=options, name=name)
-    identity = residual_shortcut(x, preactivated, filters, strides=strides, shortcut=shortcut,
-                                 preact=preact, use_bias=use_bias, options=options, name=name)
-    y = _strided_conv_norm_act(preactivated, filters, 3, strides=strides, use_bias=use_bias,
-                               options=options, name=f"{name}_1")
-    y = _last_conv(y, filters, 3, preact=preact, zero_init=zero_init_residual, use_bias=use_bias,
-                   options=options, name=f"{name}_2")
+    identity = residual_shortcut(
+        x,
+        preactivated,
+        filters,
+        strides=strides,
+        shortcut=shortcut,
+        preact=preact,
+        use_bias=use_bias,
+        options=options,
+        name=name,
+    )
+    y = _strided_conv_norm_act(
+        preactivated,
+        filters,
+        3,
+        strides=strides,
+        use_bias=use_bias,
+        options=options,
+        name=f"{name}_1",
+    )
+    y = _last_conv(
+        y,
+        filters,
+        3,
+        preact=preact,
+        zero_init=zero_init_residual,
+        use_bias=use_bias,
+        options=options,
+        name=f"{name}_2",
+    )
     return _merge(identity, y, preact=preact, options=options, name=name)
 
 
-def bottleneck_block(x, filters, *, options: LayerOptions, name, strides=1, preact=False,
-                     shortcut="projection", use_bias=None, zero_init_residual=True,
-                     expansion=4):
+def bottleneck_block(
+    x,
+    filters,
+    *,
+    options: LayerOptions,
+    name,
+    strides=1,
+    preact=False,
+    shortcut="projection",
+    use_bias=None,
+    zero_init_residual=True,
+    expansion=4,
+):
     """1x1 reduce to `filters`, 3x3, 1x1 expand to `expansion * filters` (ResNet-50/101/152).
 
     As in keras.applications: the post-activation block strides in its first 1x1 convolution
@@ -228,15 +320,45 @@ def bottleneck_block(x, filters, *, options: LayerOptions, name, strides=1, prea
     """
     out_channels = expansion * filters
     preactivated = _preactivate(x, preact=preact, options=options, name=name)
-    identity = residual_shortcut(x, preactivated, out_channels, strides=strides,
-                                 shortcut=shortcut, preact=preact, use_bias=use_bias,
-                                 options=options, name=name)
-    y = conv_norm_act(preactivated, filters, 1, strides=1 if preact else strides,
-                      use_bias=use_bias, options=options, name=f"{name}_1")
-    y = _strided_conv_norm_act(y, filters, 3, strides=strides if preact else 1,
-                               use_bias=use_bias, options=options, name=f"{name}_2")
-    y = _last_conv(y, out_channels, 1, preact=preact, zero_init=zero_init_residual,
-                   use_bias=use_bias, options=options, name=f"{name}_3")
+    identity = residual_shortcut(
+        x,
+        preactivated,
+        out_channels,
+        strides=strides,
+        shortcut=shortcut,
+        preact=preact,
+        use_bias=use_bias,
+        options=options,
+        name=name,
+    )
+    y = conv_norm_act(
+        preactivated,
+        filters,
+        1,
+        strides=1 if preact else strides,
+        use_bias=use_bias,
+        options=options,
+        name=f"{name}_1",
+    )
+    y = _strided_conv_norm_act(
+        y,
+        filters,
+        3,
+        strides=strides if preact else 1,
+        use_bias=use_bias,
+        options=options,
+        name=f"{name}_2",
+    )
+    y = _last_conv(
+        y,
+        out_channels,
+        1,
+        preact=preact,
+        zero_init=zero_init_residual,
+        use_bias=use_bias,
+        options=options,
+        name=f"{name}_3",
+    )
     return _merge(identity, y, preact=preact, options=options, name=name)
 
 

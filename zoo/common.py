@@ -12,18 +12,18 @@ CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", None)
 # of one, e.g. where its dropout goes). The registry writes each builder's docstring from these.
 ARGUMENT_DOCS = {
     "input_shape": "(height, width, channels), channels last, any channel count; None: the "
-                   "default input. Below the model's minimum size a ValueError names it.",
+    "default input. Below the model's minimum size a ValueError names it.",
     "num_classes": "classes of the classifier.",
     "include_top": "end in the classifier; False: a headless feature extractor (see pooling).",
     "pooling": "output of a headless model: None (the last feature map), 'avg' or 'max' "
-               "(global pooling to a feature vector).",
+    "(global pooling to a feature vector).",
     "classifier_activation": "'softmax', 'sigmoid' (binary, with num_classes=1) or None "
-                             "(logits); computed in float32 under mixed precision.",
+    "(logits); computed in float32 under mixed precision.",
     "weights": "None (random initialization), a .weights.h5/.keras path, or 'imagenet' where "
-               "keras.applications has the same architecture.",
+    "keras.applications has the same architecture.",
     "activation": f"hidden activation: {', '.join(ACTIVATIONS)}.",
     "leaky_slope": "negative slope of activation='leaky_relu', in [0, 1); other activations "
-                   "ignore it.",
+    "ignore it.",
     "kernel_initializer": f"one of {', '.join(INITIALIZERS)}.",
     "normalization": f"one of {', '.join(NORMALIZATIONS)}.",
     "dropout_rate": "dropout before the classifier, in [0, 1); 0 removes the Dropout layer.",
@@ -54,8 +54,9 @@ def check_dropout(name, dropout_rate):
         raise ValueError(f"{name}: dropout_rate must be in [0, 1), got {dropout_rate!r}.")
 
 
-def layer_options(*, activation, leaky_slope, kernel_initializer, normalization, weight_decay,
-                  **bn):
+def layer_options(
+    *, activation, leaky_slope, kernel_initializer, normalization, weight_decay, **bn
+):
     """The `LayerOptions` for a builder's cross-cutting keyword arguments."""
     return LayerOptions(
         activation=activation,
@@ -84,13 +85,12 @@ def classifier(x, *, num_classes, classifier_activation, options, name="predicti
     """The final dense layer. Its activation runs in float32 so a mixed-precision model still
     returns float32 probabilities (or logits)."""
     x = options.dense(num_classes, name=f"{name}_dense")(x)
-    return keras.layers.Activation(
-        classifier_activation or "linear", dtype="float32", name=name
-    )(x)
+    return keras.layers.Activation(classifier_activation or "linear", dtype="float32", name=name)(x)
 
 
-def global_pool_classifier(x, *, include_top, pooling, num_classes, classifier_activation,
-                           dropout_rate, options):
+def global_pool_classifier(
+    x, *, include_top, pooling, num_classes, classifier_activation, dropout_rate, options
+):
     """The head modern families share: global average pool, dropout, dense (or headless)."""
     if not include_top:
         return pool_features(x, pooling)

@@ -104,8 +104,18 @@ class LayerOptions:
         # L2 on kernels only: decaying biases and norm scales hurts (and is not what papers do).
         return keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
 
-    def conv(self, filters, kernel_size, *, name, strides=1, padding="same", use_bias=None,
-             groups=1, dilation_rate=1):
+    def conv(
+        self,
+        filters,
+        kernel_size,
+        *,
+        name,
+        strides=1,
+        padding="same",
+        use_bias=None,
+        groups=1,
+        dilation_rate=1,
+    ):
         """A Conv2D; without an explicit `use_bias`, biased only when no normalization follows."""
         return keras.layers.Conv2D(
             filters,
@@ -120,8 +130,9 @@ class LayerOptions:
             name=name,
         )
 
-    def depthwise_conv(self, kernel_size, *, name, strides=1, padding="same", depth_multiplier=1,
-                       use_bias=None):
+    def depthwise_conv(
+        self, kernel_size, *, name, strides=1, padding="same", depth_multiplier=1, use_bias=None
+    ):
         return keras.layers.DepthwiseConv2D(
             kernel_size,
             strides=strides,

@@ -30,8 +30,19 @@ class ModelInfo:
     keras_application: Callable | None = None
 
 
-def register_model(name, family_builder, *, summary, paper, default_input_shape, min_input_size,
-                   keras_application=None, fixed=None, defaults=None, argument_docs=None):
+def register_model(
+    name,
+    family_builder,
+    *,
+    summary,
+    paper,
+    default_input_shape,
+    min_input_size,
+    keras_application=None,
+    fixed=None,
+    defaults=None,
+    argument_docs=None,
+):
     """Register model `name`, built by `family_builder(input_shape, **arguments)`; return its
     builder.
 
@@ -79,7 +90,10 @@ def register_model(name, family_builder, *, summary, paper, default_input_shape,
     build.__module__ = family_builder.__module__  # the family, as `tuning.spaces.family` reads it
     build.__signature__ = signature
     build.__doc__ = _docstring(
-        name, summary, signature, argument_docs or {},
+        name,
+        summary,
+        signature,
+        argument_docs or {},
         f"{paper}. Default input {'x'.join(map(str, default_input_shape))}; at least "
         f"{min_input_size}x{min_input_size} pixels.",
     )
@@ -101,19 +115,23 @@ def _builder_signature(name, family_builder, fixed, defaults):
     for argument in (*fixed, *defaults):
         if argument not in family or argument == "input_shape":
             raise TypeError(f"{name}: {family_builder.__name__} has no argument {argument!r}.")
-    parameters = [inspect.Parameter("input_shape", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    default=None)]
+    parameters = [
+        inspect.Parameter("input_shape", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+    ]
     for argument, parameter in family.items():
         if argument == "input_shape" or argument in fixed:
             continue
         default = defaults.get(argument, parameter.default)
         if default is inspect.Parameter.empty:
-            raise TypeError(f"{name}: argument {argument!r} of {family_builder.__name__} needs a "
-                            f"default (fixed or defaults).")
+            raise TypeError(
+                f"{name}: argument {argument!r} of {family_builder.__name__} needs a "
+                f"default (fixed or defaults)."
+            )
         parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=default))
         if argument == "classifier_activation":
-            parameters.append(inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY,
-                                                default=None))
+            parameters.append(
+                inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None)
+            )
     return inspect.Signature(parameters)
 
 

@@ -76,15 +76,22 @@ def train(strategy, work_dir):
         keras.callbacks.BackupAndRestore(str(work_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(work_dir / "last.weights.h5"), save_weights_only=True),
     ]
-    history = model.fit(make_dataset(), validation_data=make_dataset(), epochs=EPOCHS,
-                        shuffle=False, callbacks=callbacks, verbose=0)
+    history = model.fit(
+        make_dataset(),
+        validation_data=make_dataset(),
+        epochs=EPOCHS,
+        shuffle=False,
+        callbacks=callbacks,
+        verbose=0,
+    )
     return model, history.history
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--strategy", required=True, choices=("one_device", "mirrored",
-                                                              "multi_worker"))
+    parser.add_argument(
+        "--strategy", required=True, choices=("one_device", "mirrored", "multi_worker")
+    )
     parser.add_argument("--precision", action="append", help="repeat to train once per policy")
     parser.add_argument("--logical-cpus", type=int, default=0)
     parser.add_argument("--run-dir", type=pathlib.Path, required=True)
@@ -125,15 +132,19 @@ def main(argv=None):
         model, history = train(strategy, work_dir)
         sample = model.predict(make_data()[0][:4], verbose=0)
         np.savez(args.out / f"{policy}.npz", *model.get_weights())
-        (args.out / f"{policy}.json").write_text(json.dumps({
-            "loss": history["loss"],
-            "val_loss": history["val_loss"],
-            "accuracy": history["accuracy"],
-            "replicas": strategy.num_replicas_in_sync,
-            "is_chief": hardware.is_chief(strategy),
-            "worker_dir": str(work_dir),
-            "output_dtype": str(sample.dtype),
-        }))
+        (args.out / f"{policy}.json").write_text(
+            json.dumps(
+                {
+                    "loss": history["loss"],
+                    "val_loss": history["val_loss"],
+                    "accuracy": history["accuracy"],
+                    "replicas": strategy.num_replicas_in_sync,
+                    "is_chief": hardware.is_chief(strategy),
+                    "worker_dir": str(work_dir),
+                    "output_dtype": str(sample.dtype),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def saved_model(path, signature_name, feed):
         LOADED[path] = tf.saved_model.load(path)
     signature = LOADED[path].signatures[signature_name]
     return signature(**{key: tf.constant(value) for key, value in feed.items()})[
-        "probabilities"].numpy()
+        "probabilities"
+    ].numpy()
 
 
 def litert(path, pixels):
@@ -59,7 +60,9 @@ def main(jobs_path):
         elif kind == "saved_model_uint8":
             import tensorflow as tf
 
-            decoded = np.stack([tf.io.decode_image(pathlib.Path(f).read_bytes()).numpy() for f in files])
+            decoded = np.stack(
+                [tf.io.decode_image(pathlib.Path(f).read_bytes()).numpy() for f in files]
+            )
             results[name] = saved_model(path, "serving_default", {"image": decoded})
         elif kind == "saved_model_float":
             results[name] = saved_model(path, "serving_float", {"image": pixels})
@@ -71,7 +74,8 @@ def main(jobs_path):
             raise ValueError(f"unknown kind {kind!r}")
     output = {name: np.asarray(value, np.float64).tolist() for name, value in results.items()}
     output["project_modules"] = sorted(
-        name for name in sys.modules if name.split(".")[0] in ("training", "tuning", "zoo", "tests"))
+        name for name in sys.modules if name.split(".")[0] in ("training", "tuning", "zoo", "tests")
+    )
     print(json.dumps(output))
 
 

@@ -18,8 +18,7 @@ def signs(shared_datasets):
 
 
 def build(preset="standard", **kwargs):
-    kwargs = {"image_shape": SHAPE, "num_classes": 10, "flip_safe": True,
-              "mean": MEAN, **kwargs}
+    kwargs = {"image_shape": SHAPE, "num_classes": 10, "flip_safe": True, "mean": MEAN, **kwargs}
     return augment.build_augmentation(preset, **kwargs)
 
 
@@ -53,8 +52,10 @@ def test_none_preset_is_no_augmentation():
 
 def test_presets_grow_in_strength(signs):
     images, labels = signs
-    changes = [np.abs(apply(build(preset, seed=3), images, labels)[0] - images).mean()
-               for preset in ("light", "standard", "strong")]
+    changes = [
+        np.abs(apply(build(preset, seed=3), images, labels)[0] - images).mean()
+        for preset in ("light", "standard", "strong")
+    ]
     assert 0 < changes[0] < changes[1] < changes[2]
 
 
@@ -77,8 +78,9 @@ def test_flip_only_when_flip_safe(channels):
     shape = (32, 32, channels)
 
     def left_brighter(flip_safe, preset):
-        augmentation = augment.build_augmentation(preset, image_shape=shape, num_classes=10,
-                                                  flip_safe=flip_safe)
+        augmentation = augment.build_augmentation(
+            preset, image_shape=shape, num_classes=10, flip_safe=flip_safe
+        )
         out = apply(augmentation, images, labels)[0]
         # Shifts, rotations and zooms move these bands by a few pixels, a flip swaps them.
         return out[:, 12:20, 4:10].mean(axis=(1, 2, 3)) > out[:, 12:20, 22:28].mean(axis=(1, 2, 3))
@@ -88,23 +90,24 @@ def test_flip_only_when_flip_safe(channels):
     flipped = ~left_brighter(True, "light")
     assert 10 < flipped.sum() < 54
     with pytest.raises(ValueError, match="flip_safe=False"):
-        augment.build_augmentation(ops=["flip"], image_shape=shape, num_classes=10,
-                                   flip_safe=False)
+        augment.build_augmentation(ops=["flip"], image_shape=shape, num_classes=10, flip_safe=False)
 
 
 def class_colored_batch():
     """Each image is one flat gray level that tells its class: 10 * class + 20."""
     classes = np.arange(32) % 10
-    images = np.broadcast_to((10.0 * classes + 20.0)[:, None, None, None],
-                             (32, 16, 16, 3)).astype(np.float32)
+    images = np.broadcast_to((10.0 * classes + 20.0)[:, None, None, None], (32, 16, 16, 3)).astype(
+        np.float32
+    )
     return images, np.eye(10, dtype=np.float32)[classes]
 
 
 @pytest.mark.parametrize("op", ["mixup", "cutmix"])
 def test_label_mixing_mixes_two_classes_as_the_pixels_do(op):
     images, labels = class_colored_batch()
-    augmentation = augment.build_augmentation(ops=[op], image_shape=(16, 16, 3),
-                                              num_classes=10, flip_safe=True)
+    augmentation = augment.build_augmentation(
+        ops=[op], image_shape=(16, 16, 3), num_classes=10, flip_safe=True
+    )
     out_images, out_labels = apply(augmentation, images, labels)
     np.testing.assert_allclose(out_labels.sum(axis=1), 1.0, atol=1e-6)
     assert ((out_labels > 1e-6).sum(axis=1) <= 2).all()
@@ -117,20 +120,24 @@ def test_label_mixing_mixes_two_classes_as_the_pixels_do(op):
         # Each label weight is the share of pixels pasted from that class's image, up to
         # Keras computing it from the box before its edges snap to pixels (a row and a
         # column of 16 are 2/16 of the area at most).
-        shares = np.stack([(np.abs(out_images[..., 0] - level) < 1e-3).mean(axis=(1, 2))
-                           for level in levels], axis=1)
+        shares = np.stack(
+            [(np.abs(out_images[..., 0] - level) < 1e-3).mean(axis=(1, 2)) for level in levels],
+            axis=1,
+        )
         np.testing.assert_allclose(shares, out_labels, atol=2 / 16)
 
 
 def test_one_channel_presets_leave_out_color_ops_and_explicit_ones_fail():
     images, labels = left_bright_batch(1)
-    augmentation = augment.build_augmentation("strong", image_shape=(32, 32, 1),
-                                              num_classes=10, flip_safe=False)
+    augmentation = augment.build_augmentation(
+        "strong", image_shape=(32, 32, 1), num_classes=10, flip_safe=False
+    )
     out_images, _ = apply(augmentation, images, labels)
     assert out_images.shape == images.shape
     with pytest.raises(ValueError, match="'color_jitter' needs 3-channel images, received 1"):
-        augment.build_augmentation(ops=["color_jitter"], image_shape=(32, 32, 1),
-                                   num_classes=10, flip_safe=False)
+        augment.build_augmentation(
+            ops=["color_jitter"], image_shape=(32, 32, 1), num_classes=10, flip_safe=False
+        )
 
 
 def test_unknown_names_and_parameters_list_the_valid_ones():
@@ -155,11 +162,14 @@ def test_op_parameters_take_effect():
 def test_runs_in_tf_data_in_float32_under_mixed_precision():
     keras.config.set_dtype_policy("mixed_bfloat16")
     images, labels = class_colored_batch()
-    augmentation = augment.build_augmentation(ops=["random_crop", "cutmix"],
-                                              image_shape=(16, 16, 3), num_classes=10,
-                                              flip_safe=True)
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).map(
-        augmentation, num_parallel_calls=tf.data.AUTOTUNE)
+    augmentation = augment.build_augmentation(
+        ops=["random_crop", "cutmix"], image_shape=(16, 16, 3), num_classes=10, flip_safe=True
+    )
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .batch(8)
+        .map(augmentation, num_parallel_calls=tf.data.AUTOTUNE)
+    )
     for batch_images, batch_labels in dataset:
         assert batch_images.dtype == tf.float32 and batch_labels.dtype == tf.float32
         assert batch_images.shape == (8, 16, 16, 3)
@@ -185,8 +195,13 @@ def test_cutout_fills_a_square_with_the_mean_the_model_standardizes_to_zero():
     model = build_model(TrainConfig(), SHAPE, 10, MEAN, np.array([50.0, 60.0, 70.0]))
     standardized = model.get_layer("standardize")(out)
     np.testing.assert_array_equal(np.asarray(standardized)[np.any(out != 200.0, axis=-1)], 0.0)
-    gray = augment.build_augmentation(ops=["cutout:3"], image_shape=(8, 8, 1), num_classes=10,
-                                      flip_safe=False, mean=np.array([17.0]))
+    gray = augment.build_augmentation(
+        ops=["cutout:3"],
+        image_shape=(8, 8, 1),
+        num_classes=10,
+        flip_safe=False,
+        mean=np.array([17.0]),
+    )
     out = apply(gray, np.full((2, 8, 8, 1), 90.0, np.float32), labels[:2])[0]
     assert sorted(np.unique(out)) == [17.0, 90.0] and (out == 17.0).sum() == 2 * 9
     with pytest.raises(ValueError, match="cutout size must be 1..48 pixels.*received 60"):
@@ -199,6 +214,7 @@ def test_cutout_fills_a_square_with_the_mean_the_model_standardizes_to_zero():
 
 def test_op_values_after_a_colon_set_the_first_parameter():
     images, labels = left_bright_batch(3)
-    np.testing.assert_allclose(apply(build(ops=["rotation:0"]), images, labels)[0], images,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        apply(build(ops=["rotation:0"]), images, labels)[0], images, atol=1e-3
+    )
     assert np.abs(apply(build(ops=["rotation:90"]), images, labels)[0] - images).mean() > 20

@@ -30,22 +30,38 @@ def digits():
 
 def make_model(learning_rate=0.05, hidden=32, optimizer="sgd"):
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(hidden, activation="relu", name="hidden"),
-        keras.layers.Dense(10, activation="softmax", name="output"),
-    ])
-    opt = (keras.optimizers.SGD(learning_rate, momentum=0.9) if optimizer == "sgd"
-           else keras.optimizers.Adam(learning_rate))
-    model.compile(opt, loss=keras.losses.CategoricalCrossentropy(),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(hidden, activation="relu", name="hidden"),
+            keras.layers.Dense(10, activation="softmax", name="output"),
+        ]
+    )
+    opt = (
+        keras.optimizers.SGD(learning_rate, momentum=0.9)
+        if optimizer == "sgd"
+        else keras.optimizers.Adam(learning_rate)
+    )
+    model.compile(
+        opt,
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
     return model
 
 
 def fit(model, digits, callbacks, epochs):
     (x, y), validation = digits
-    return model.fit(x, y, batch_size=BATCH, epochs=epochs, validation_data=validation,
-                     shuffle=False, callbacks=callbacks, verbose=0)
+    return model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=epochs,
+        validation_data=validation,
+        shuffle=False,
+        callbacks=callbacks,
+        verbose=0,
+    )
 
 
 def read_history(run_dir):
@@ -103,26 +119,48 @@ def assert_same_weights(actual, expected):
 
 
 def test_default_list_and_order(tmp_path):
-    callbacks = build_callbacks(tmp_path, tensorboard=True, plateau={"patience": 2},
-                                stop_at_perfect_train_accuracy=True, max_train_accuracy_drop=0.1)
+    callbacks = build_callbacks(
+        tmp_path,
+        tensorboard=True,
+        plateau={"patience": 2},
+        stop_at_perfect_train_accuracy=True,
+        max_train_accuracy_drop=0.1,
+    )
     assert [type(c).__name__ for c in callbacks] == [
-        "ResumablePlateau", "LearningRateLogger", "StopOnDivergence", "StopAtPerfectAccuracy",
-        "ResumableStopOnMetricDrop", "ResumableEarlyStopping", "ResumableCheckpoint",
-        "HistoryCSV", "TensorBoard", "BackupAndRestore",
+        "ResumablePlateau",
+        "LearningRateLogger",
+        "StopOnDivergence",
+        "StopAtPerfectAccuracy",
+        "ResumableStopOnMetricDrop",
+        "ResumableEarlyStopping",
+        "ResumableCheckpoint",
+        "HistoryCSV",
+        "TensorBoard",
+        "BackupAndRestore",
     ]
     plateau = callbacks[0]
     assert (plateau.factor, plateau.patience, plateau.min_lr) == (
-        PLATEAU_DEFAULTS["factor"], 2, PLATEAU_DEFAULTS["min_lr"])
-    minimal = build_callbacks(tmp_path, early_stopping_patience=None, checkpoint_best=False,
-                              backup=False, csv=False)
+        PLATEAU_DEFAULTS["factor"],
+        2,
+        PLATEAU_DEFAULTS["min_lr"],
+    )
+    minimal = build_callbacks(
+        tmp_path, early_stopping_patience=None, checkpoint_best=False, backup=False, csv=False
+    )
     assert [type(c).__name__ for c in minimal] == ["LearningRateLogger", "StopOnDivergence"]
     assert [type(c).__name__ for c in build_callbacks(tmp_path, early_stopping_patience=0)] == [
-        "LearningRateLogger", "StopOnDivergence", "ResumableCheckpoint", "HistoryCSV", "BackupAndRestore"]
+        "LearningRateLogger",
+        "StopOnDivergence",
+        "ResumableCheckpoint",
+        "HistoryCSV",
+        "BackupAndRestore",
+    ]
 
 
 def test_history_csv_logs_the_schedule_learning_rate_and_best_model_reloads(tmp_path, digits):
-    schedule = build_learning_rate("step", base_lr=0.1, epochs=4, steps_per_epoch=14,
-                                   step_epochs=2, step_factor=0.5)
+    schedule = build_learning_rate(
+        "step", base_lr=0.1, epochs=4, steps_per_epoch=14, step_epochs=2, step_factor=0.5
+    )
     model = make_model(schedule)
     history = fit(model, digits, build_callbacks(tmp_path, tensorboard=True), epochs=4)
 
@@ -148,8 +186,9 @@ def test_float_learning_rate_is_logged_and_lowered_on_plateau(tmp_path, digits):
     model = make_model(0.05)
     # val_loss never improves after the first epoch: the rate halves every second epoch.
     override = LogsOverride("val_loss", [1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
-    callbacks = [override] + build_callbacks(tmp_path, early_stopping_patience=None,
-                                             plateau={"factor": 0.5, "patience": 2})
+    callbacks = [override] + build_callbacks(
+        tmp_path, early_stopping_patience=None, plateau={"factor": 0.5, "patience": 2}
+    )
     fit(model, digits, callbacks, epochs=6)
     rates = [float(r["learning_rate"]) for r in read_history(tmp_path)]
     assert rates == pytest.approx([0.05, 0.05, 0.05, 0.025, 0.025, 0.0125])
@@ -169,8 +208,9 @@ def test_early_stopping_restores_the_best_weights(tmp_path, digits):
     recorder = WeightsPerEpoch()
     # Best "val_loss" at epoch 2 (index 1); patience 2 stops after epoch 4.
     override = LogsOverride("val_loss", [1.0, 0.5, 0.7, 0.8, 0.9, 0.3])
-    callbacks = [override, recorder] + build_callbacks(tmp_path, early_stopping_patience=2,
-                                                       checkpoint_best=False)
+    callbacks = [override, recorder] + build_callbacks(
+        tmp_path, early_stopping_patience=2, checkpoint_best=False
+    )
     history = fit(model, digits, callbacks, epochs=6)
     assert len(history.history["loss"]) == 4
     assert_same_weights(model.get_weights(), recorder.weights[1])
@@ -178,11 +218,16 @@ def test_early_stopping_restores_the_best_weights(tmp_path, digits):
 
 def test_stops_at_perfect_training_accuracy(tmp_path, digits, capsys):
     model = make_model(0.02, hidden=128, optimizer="adam")
-    callbacks = build_callbacks(tmp_path, stop_at_perfect_train_accuracy=True,
-                                early_stopping_patience=None, checkpoint_best=False)
+    callbacks = build_callbacks(
+        tmp_path,
+        stop_at_perfect_train_accuracy=True,
+        early_stopping_patience=None,
+        checkpoint_best=False,
+    )
     (x, y), _ = digits
-    history = model.fit(x, y, batch_size=BATCH, epochs=40, shuffle=False, callbacks=callbacks,
-                        verbose=0)
+    history = model.fit(
+        x, y, batch_size=BATCH, epochs=40, shuffle=False, callbacks=callbacks, verbose=0
+    )
     accuracy = history.history["accuracy"]
     assert accuracy[-1] == 1.0 and max(accuracy[:-1]) < 1.0
     assert len(accuracy) < 40
@@ -192,28 +237,34 @@ def test_stops_at_perfect_training_accuracy(tmp_path, digits, capsys):
 def test_stops_when_training_accuracy_drops(tmp_path, digits, capsys):
     model = make_model(0.05)
     override = LogsOverride("accuracy", [0.50, 0.80, 0.75, 0.69, 0.9, 0.9])
-    callbacks = [override] + build_callbacks(tmp_path, max_train_accuracy_drop=0.1,
-                                             early_stopping_patience=None)
+    callbacks = [override] + build_callbacks(
+        tmp_path, max_train_accuracy_drop=0.1, early_stopping_patience=None
+    )
     history = fit(model, digits, callbacks, epochs=6)
     assert len(history.history["loss"]) == 4  # 0.80 -> 0.69 is a drop of 0.11
     assert "fell from 0.8000 to 0.6900" in capsys.readouterr().out
 
 
-def test_stops_when_val_accuracy_drops_and_keeps_its_best_across_a_resume(tmp_path, digits,
-                                                                        capsys):
+def test_stops_when_val_accuracy_drops_and_keeps_its_best_across_a_resume(tmp_path, digits, capsys):
     # Interrupted before epoch index 3, the resumed fit must still know the best 0.80: it stops
     # at 0.69 (a fall of 0.11; 0.71 is only 0.09). Starting afresh from 0.71 it would not stop.
     values = [0.50, 0.80, 0.75, 0.71, 0.69, 0.9]
     _, history = run_interrupted_then_resumed(
-        tmp_path / "resumed", digits, epochs=6, interrupt_at=3,
+        tmp_path / "resumed",
+        digits,
+        epochs=6,
+        interrupt_at=3,
         callback_kwargs={"max_val_accuracy_drop": 0.1, "early_stopping_patience": None},
-        extra=[LogsOverride("val_accuracy", values)])
+        extra=[LogsOverride("val_accuracy", values)],
+    )
     assert history.epoch == [3, 4]
     assert "val_accuracy fell from 0.8000 to 0.6900" in capsys.readouterr().out
     # Both drop stops keep their own state.
     both = build_callbacks(tmp_path, max_train_accuracy_drop=0.2, max_val_accuracy_drop=0.1)
     assert [c.state_name for c in both if type(c).__name__ == "ResumableStopOnMetricDrop"] == [
-        "accuracy_drop", "val_accuracy_drop"]
+        "accuracy_drop",
+        "val_accuracy_drop",
+    ]
 
 
 def test_min_delta_is_the_least_improvement_early_stopping_counts(tmp_path, digits):
@@ -223,7 +274,8 @@ def test_min_delta_is_the_least_improvement_early_stopping_counts(tmp_path, digi
     for min_delta, epochs in ((0.0, 4), (0.05, 3)):
         keras.backend.clear_session()
         callbacks = [LogsOverride("val_loss", values)] + build_callbacks(
-            tmp_path / str(min_delta), early_stopping_patience=2, min_delta=min_delta)
+            tmp_path / str(min_delta), early_stopping_patience=2, min_delta=min_delta
+        )
         assert len(fit(make_model(0.05), digits, callbacks, epochs=4).epoch) == epochs
 
 
@@ -246,8 +298,15 @@ def test_drop_and_min_delta_flags_reach_the_fit_callbacks_and_bad_values_are_ref
 
 def fit_expecting_divergence(tmp_path, model, x, y, message):
     with pytest.raises(TrainingDiverged, match=message):
-        model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False,
-                  callbacks=build_callbacks(tmp_path, checkpoint_best=False), verbose=0)
+        model.fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=2,
+            shuffle=False,
+            callbacks=build_callbacks(tmp_path, checkpoint_best=False),
+            verbose=0,
+        )
     assert not (tmp_path / "history.csv").exists()  # not one epoch completed
 
 
@@ -256,9 +315,13 @@ def test_a_nan_loss_stops_with_advice(tmp_path, digits):
     y = y.copy()
     y[150] = np.nan  # in the second batch of 100
     fit_expecting_divergence(
-        tmp_path, make_model(0.05), x, y,
+        tmp_path,
+        make_model(0.05),
+        x,
+        y,
         r"^The loss became nan in epoch 1, batch 2, at learning rate 0.05: training diverged. "
-        r"Lower the learning rate \(try 0.005\) or clip the gradients \(e.g. clip_norm=1.0\).$")
+        r"Lower the learning rate \(try 0.005\) or clip the gradients \(e.g. clip_norm=1.0\).$",
+    )
 
 
 def test_an_exploding_loss_stops_with_advice(tmp_path, digits):
@@ -266,9 +329,13 @@ def test_an_exploding_loss_stops_with_advice(tmp_path, digits):
     # finite (1e29) for good, which a NaN check alone never catches.
     (x, y), _ = digits
     fit_expecting_divergence(
-        tmp_path, make_model(1e6), x, y,
+        tmp_path,
+        make_model(1e6),
+        x,
+        y,
         r"^The loss grew from 2.35\d* to 3.9\d*e\+09 in epoch 1, batch 2, at learning rate "
-        r"1e\+06: training diverged. Lower the learning rate \(try 100000\)")
+        r"1e\+06: training diverged. Lower the learning rate \(try 100000\)",
+    )
 
 
 def test_nan_weights_behind_a_finite_loss_stop_with_advice(tmp_path, digits):
@@ -276,25 +343,33 @@ def test_nan_weights_behind_a_finite_loss_stop_with_advice(tmp_path, digits):
     x = x.copy()
     x[150, 3] = np.nan
     fit_expecting_divergence(
-        tmp_path, make_model(0.05), x, y,
+        tmp_path,
+        make_model(0.05),
+        x,
+        y,
         # Whether a NaN input reaches the loss depends on the CPU kernels (oneDNN's ReLU maps
         # NaN to 0 on some machines, passes it on elsewhere): either way the run stops in the
         # batch that read it, with advice.
-        r"^The (weights became NaN or infinite|loss became nan) in epoch 1")
+        r"^The (weights became NaN or infinite|loss became nan) in epoch 1",
+    )
 
 
-def run_interrupted_then_resumed(run_dir, digits, epochs, interrupt_at, callback_kwargs,
-                                 extra=()):
+def run_interrupted_then_resumed(run_dir, digits, epochs, interrupt_at, callback_kwargs, extra=()):
     """Fit until the interruption, then the same call again in a fresh Keras session."""
     model = make_model(0.05)
     with pytest.raises(Preempted):
-        fit(model, digits, list(extra) + build_callbacks(run_dir, **callback_kwargs)
-            + [InterruptAt(interrupt_at)], epochs=epochs)
+        fit(
+            model,
+            digits,
+            list(extra) + build_callbacks(run_dir, **callback_kwargs) + [InterruptAt(interrupt_at)],
+            epochs=epochs,
+        )
     assert len(read_history(run_dir)) == interrupt_at
     keras.backend.clear_session()
     model = make_model(0.05)  # a new process would start from freshly initialized weights
-    history = fit(model, digits, list(extra) + build_callbacks(run_dir, **callback_kwargs),
-                  epochs=epochs)
+    history = fit(
+        model, digits, list(extra) + build_callbacks(run_dir, **callback_kwargs), epochs=epochs
+    )
     return model, history
 
 
@@ -311,8 +386,9 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, digits, uninte
     reference_weights, reference_losses = uninterrupted
 
     run_dir = tmp_path / "run"
-    model, history = run_interrupted_then_resumed(run_dir, digits, epochs=5, interrupt_at=3,
-                                                  callback_kwargs={})
+    model, history = run_interrupted_then_resumed(
+        run_dir, digits, epochs=5, interrupt_at=3, callback_kwargs={}
+    )
     assert history.epoch == [3, 4]
     assert int(model.optimizer.iterations) == 5 * 14
     rows = read_history(run_dir)
@@ -333,8 +409,13 @@ def test_early_stopping_state_survives_a_resume(tmp_path, digits):
     fit(reference, digits, [LogsOverride("val_loss", values), recorder], epochs=6)
 
     model, history = run_interrupted_then_resumed(
-        tmp_path, digits, epochs=6, interrupt_at=3,
-        callback_kwargs={"early_stopping_patience": 2}, extra=[LogsOverride("val_loss", values)])
+        tmp_path,
+        digits,
+        epochs=6,
+        interrupt_at=3,
+        callback_kwargs={"early_stopping_patience": 2},
+        extra=[LogsOverride("val_loss", values)],
+    )
     assert history.epoch == [3]
     assert [int(r["epoch"]) for r in read_history(tmp_path)] == [1, 2, 3, 4]
     assert_same_weights(model.get_weights(), recorder.weights[1])
@@ -344,8 +425,9 @@ def test_early_stopping_state_survives_a_resume(tmp_path, digits):
 
 
 @pytest.mark.slow
-def test_a_crash_between_the_history_and_the_backup_repeats_that_epoch_once(tmp_path, digits,
-                                                                            uninterrupted):
+def test_a_crash_between_the_history_and_the_backup_repeats_that_epoch_once(
+    tmp_path, digits, uninterrupted
+):
     reference_weights, reference_losses = uninterrupted
 
     run_dir = tmp_path / "run"
@@ -366,7 +448,9 @@ def test_a_crash_between_the_history_and_the_backup_repeats_that_epoch_once(tmp_
 
 
 def test_bad_arguments_say_what_is_allowed(tmp_path):
-    with pytest.raises(ValueError, match="Unknown plateau key 'patiense'. Did you mean 'patience'\\? Valid: factor"):
+    with pytest.raises(
+        ValueError, match="Unknown plateau key 'patiense'. Did you mean 'patience'\\? Valid: factor"
+    ):
         build_callbacks(tmp_path, plateau={"patiense": 3})
     with pytest.raises(ValueError, match="plateau factor must be in \\(0, 1\\), got 1.5"):
         build_callbacks(tmp_path, plateau={"factor": 1.5})
@@ -396,17 +480,25 @@ def test_fit_verbosity_is_a_bar_in_a_terminal_and_one_line_per_epoch_elsewhere(m
 
 def ema_model():
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
-    model.compile(keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9),
-                  loss=keras.losses.CategoricalCrossentropy())
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9),
+        loss=keras.losses.CategoricalCrossentropy(),
+    )
     return model
 
 
 def test_ema_runs_validate_the_averaged_weights_and_end_with_them(tmp_path, digits):
     model = ema_model()
-    callbacks = build_callbacks(tmp_path, early_stopping_patience=None, checkpoint_best=False,
-                                ema=True)
+    callbacks = build_callbacks(
+        tmp_path, early_stopping_patience=None, checkpoint_best=False, ema=True
+    )
     history = fit(model, digits, callbacks, epochs=3)
     _, (x_val, y_val) = digits
     final = model.evaluate(x_val, y_val, batch_size=BATCH, verbose=0)
@@ -416,8 +508,9 @@ def test_ema_runs_validate_the_averaged_weights_and_end_with_them(tmp_path, digi
 def test_early_stopping_does_not_put_raw_weights_back_over_the_averaged_ones(tmp_path, digits):
     model = ema_model()
     best_first = LogsOverride("val_loss", [0.1, 0.5, 0.6, 0.7])
-    callbacks = [best_first] + build_callbacks(tmp_path, early_stopping_patience=2,
-                                               checkpoint_best=False, ema=True)
+    callbacks = [best_first] + build_callbacks(
+        tmp_path, early_stopping_patience=2, checkpoint_best=False, ema=True
+    )
     history = fit(model, digits, callbacks, epochs=4)
     assert len(history.epoch) == 3  # stopped two epochs after the best (the first)
     # The optimizer's averages (private in Keras 3.15; no public accessor) are the final weights.
@@ -432,8 +525,11 @@ def test_the_config_decides_whether_best_keras_is_kept(tmp_path):
     from training.trainer import build_fit_callbacks
 
     def checkpoints(config, **kwargs):
-        return [c for c in build_fit_callbacks(config, tmp_path, **kwargs)
-                if isinstance(c, ResumableCheckpoint)]
+        return [
+            c
+            for c in build_fit_callbacks(config, tmp_path, **kwargs)
+            if isinstance(c, ResumableCheckpoint)
+        ]
 
     assert len(checkpoints(TrainConfig())) == 1
     off = TrainConfig().replace({"callbacks": {"checkpoint_best": False}})

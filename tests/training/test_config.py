@@ -14,8 +14,19 @@ def parse(argv):
 
 
 def test_yaml_round_trip_repeats_the_config(tmp_path):
-    config = parse(["--model", "resnet20", "--lr", "0.05", "--augment-ops", "crop,flip",
-                    "--set", "model.options.depth_multiplier=2", "--nesterov"])
+    config = parse(
+        [
+            "--model",
+            "resnet20",
+            "--lr",
+            "0.05",
+            "--augment-ops",
+            "crop,flip",
+            "--set",
+            "model.options.depth_multiplier=2",
+            "--nesterov",
+        ]
+    )
     path = tmp_path / "config.yaml"
     path.write_text(config.to_yaml())
     again = parse(["--config", str(path)])
@@ -26,12 +37,25 @@ def test_yaml_round_trip_repeats_the_config(tmp_path):
 
 def test_precedence_defaults_then_files_then_flags_then_set(tmp_path):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"epochs": 7, "optimizer": {"lr": 0.1, "name": "sgd"},
-                                    "data": {"batch_size": 16}}))
+    base.write_text(
+        yaml.safe_dump(
+            {"epochs": 7, "optimizer": {"lr": 0.1, "name": "sgd"}, "data": {"batch_size": 16}}
+        )
+    )
     later = tmp_path / "later.yaml"
     later.write_text(yaml.safe_dump({"optimizer": {"lr": 0.2}}))
-    config = parse(["--config", str(base), "--config", str(later), "--epochs", "3",
-                    "--set", "optimizer.momentum=0.5"])
+    config = parse(
+        [
+            "--config",
+            str(base),
+            "--config",
+            str(later),
+            "--epochs",
+            "3",
+            "--set",
+            "optimizer.momentum=0.5",
+        ]
+    )
     assert config.epochs == 3  # flag beats file
     assert config.optimizer.lr == 0.2  # later file beats earlier file
     assert config.optimizer.name == "sgd"  # file beats default
@@ -45,8 +69,9 @@ def test_set_beats_flags():
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path):
-    with pytest.raises(ValueError,
-                       match=r"Unknown config key 'optimizer.lrr'.*Did you mean optimizer.lr"):
+    with pytest.raises(
+        ValueError, match=r"Unknown config key 'optimizer.lrr'.*Did you mean optimizer.lr"
+    ):
         parse(["--set", "optimizer.lrr=0.1"])
     path = tmp_path / "bad.yaml"
     path.write_text("optimiser: {lr: 0.1}\n")
@@ -74,8 +99,10 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ({"data": {"batch_size": 0}}, r"data.batch_size must be an integer >= 1, got 0"),
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"model": {"name": "resnet21"}}, r"Unknown model 'resnet21'.*Valid: .*resnet20"),
-        ({"model": {"name": "resnet20"}, "data": {"image_size": 3}},
-         "below resnet20's minimum input"),
+        (
+            {"model": {"name": "resnet20"}, "data": {"image_size": 3}},
+            "below resnet20's minimum input",
+        ),
         ({"optimizer": {"name": "adamx"}}, r"Unknown optimizer 'adamx'.*Valid: sgd"),
         ({"schedule": {"name": "cosin"}}, r"Did you mean 'cosine'"),
         ({"augment": {"preset": "heavy"}}, "Unknown augmentation preset"),
@@ -83,8 +110,10 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ({"optimizer": {"clip_norm": 1.0, "clip_value": 1.0}}, "Choose at most one of"),
         ({"hardware": {"precision": "fp8"}}, "Unknown precision 'fp8'"),
         ({"schedule": {"warmup_epochs": 30}}, r"schedule.warmup_epochs must be in \[0, 20\)"),
-        ({"model": {"name": "stagewise_cnn", "options": {"depth": 3}}},
-         "stagewise_cnn has no option 'depth'; its options are .*num_stages"),
+        (
+            {"model": {"name": "stagewise_cnn", "options": {"depth": 3}}},
+            "stagewise_cnn has no option 'depth'; its options are .*num_stages",
+        ),
         ({"model": {"options": {"num_classes": 3}}}, "set by the trainer"),
     ],
 )
@@ -96,15 +125,25 @@ def test_bad_values_are_rejected_before_training(overrides, message):
 def test_replace_merges_model_options():
     config = TrainConfig().replace({"model": {"options": {"alpha": 0.5}}})
     assert config.replace({"model": {"options": {"depth": 2}}}).model.options == {
-        "alpha": 0.5, "depth": 2}
+        "alpha": 0.5,
+        "depth": 2,
+    }
 
 
 def test_help_is_grouped_by_section():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     titles = [group.title for group in parser._action_groups]
-    for title in ("data", "model", "optimizer", "learning-rate schedule", "augmentation",
-                  "callbacks", "hardware", "output"):
+    for title in (
+        "data",
+        "model",
+        "optimizer",
+        "learning-rate schedule",
+        "augmentation",
+        "callbacks",
+        "hardware",
+        "output",
+    ):
         assert title in titles
     assert "100%%" not in parser.format_help() and "100%" in parser.format_help()
 
@@ -127,8 +166,10 @@ BAD_FLAGS = [
     (["--dropout", "1.0"], "model.dropout"),
     (["--l2", "-1"], "model.l2"),
     (["--activation", "leaky_relu", "--leaky-slope", "1.5"], "model.leaky_slope"),
-    (["--model", "stagewise_cnn", "--dropout", "0.1", "--set", "model.options.depth=3"],
-     "stagewise_cnn has no option 'depth'"),
+    (
+        ["--model", "stagewise_cnn", "--dropout", "0.1", "--set", "model.options.depth=3"],
+        "stagewise_cnn has no option 'depth'",
+    ),
     (["--init-from", "no/such/run"], "init_from"),
     (["--optimizer", "lamb"], "optimizer 'lamb'"),
     (["--lr", "0"], "optimizer.lr"),
@@ -167,16 +208,25 @@ BAD_FLAGS = [
     (["--run-name", "../escape"], "output.run_name '../escape'"),
 ]
 # Flags with no valid names or range to leave.
-UNCHECKED_FLAGS = {"--seed", "--dataset", "--data-dir", "--manual-dir", "--cache", "--ema",
-                   "--stop-at-perfect-accuracy", "--checkpoint-best", "--tensorboard",
-                   "--output-dir", "--overwrite",
-                   # Needs the data: refused once it is read, before the run directory.
-                   "--binary"}
+UNCHECKED_FLAGS = {
+    "--seed",
+    "--dataset",
+    "--data-dir",
+    "--manual-dir",
+    "--cache",
+    "--ema",
+    "--stop-at-perfect-accuracy",
+    "--checkpoint-best",
+    "--tensorboard",
+    "--output-dir",
+    "--overwrite",
+    # Needs the data: refused once it is read, before the run directory.
+    "--binary",
+}
 
 
 @pytest.mark.parametrize("argv, setting", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
-def test_a_bad_flag_stops_the_cli_before_any_file_is_written(tmp_path, monkeypatch, argv,
-                                                             setting):
+def test_a_bad_flag_stops_the_cli_before_any_file_is_written(tmp_path, monkeypatch, argv, setting):
     from training import trainer
     from training.run import main
 
@@ -194,8 +244,11 @@ def test_a_bad_flag_stops_the_cli_before_any_file_is_written(tmp_path, monkeypat
 def test_every_checked_flag_has_a_bad_value():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    flags = {action.option_strings[0] for action in parser._actions
-             if action.option_strings and action.dest not in ("help", "config", "set")}
+    flags = {
+        action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "config", "set")
+    }
     covered = {arg for argv, _ in BAD_FLAGS for arg in argv if arg.startswith("--")}
     assert flags - UNCHECKED_FLAGS == covered - {"--set"}
 
@@ -205,15 +258,28 @@ def test_the_late_step_factor_failure_now_leaves_nothing_and_the_fix_runs(tmp_pa
     finished an epoch is taken over by the next command, whatever its config."""
     from training.run import main
 
-    command = ["--schedule", "step", "--run-name", "x", "--output-dir", str(tmp_path),
-               "--epochs", "1", "--model", "stagewise_cnn", "--image-size", "8"]
+    command = [
+        "--schedule",
+        "step",
+        "--run-name",
+        "x",
+        "--output-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--model",
+        "stagewise_cnn",
+        "--image-size",
+        "8",
+    ]
     with pytest.raises(SystemExit, match="schedule.step_factor must be in \\(0, 1\\), got 2.0"):
         main([*command, "--step-factor", "2"])
     assert list(tmp_path.iterdir()) == []
     # What the old trainer left behind: a config.yaml and no epoch.
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "config.yaml").write_text(TrainConfig().replace(
-        {"schedule": {"name": "step", "step_factor": 2.0}}).to_yaml())
+    (tmp_path / "x" / "config.yaml").write_text(
+        TrainConfig().replace({"schedule": {"name": "step", "step_factor": 2.0}}).to_yaml()
+    )
     main([*command, "--step-factor", "0.5"])
     saved = yaml.safe_load((tmp_path / "x" / "config.yaml").read_text())
     assert saved["schedule"]["step_factor"] == 0.5
@@ -228,10 +294,19 @@ def test_the_help_lists_the_valid_names_from_the_owning_registries():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     text = parser.format_help()
-    registries = {field.metadata["choices"] for _, field in leaf_fields(TrainConfig)
-                  if field.metadata.get("choices")}
+    registries = {
+        field.metadata["choices"]
+        for _, field in leaf_fields(TrainConfig)
+        if field.metadata.get("choices")
+    }
     assert len(registries) == 8
-    for names in (optimizers.OPTIMIZERS, schedules.SCHEDULES, tuple(augment.PRESETS),
-                  hardware.PRECISIONS, hardware.STRATEGIES, options.NORMALIZATIONS):
+    for names in (
+        optimizers.OPTIMIZERS,
+        schedules.SCHEDULES,
+        tuple(augment.PRESETS),
+        hardware.PRECISIONS,
+        hardware.STRATEGIES,
+        options.NORMALIZATIONS,
+    ):
         assert "{" + ",".join(names) + "}" in text
     assert "--scale-lr {linear}" in text

@@ -11,8 +11,12 @@ SPLITS = ("train", "validation", "test")
 # From shared/datasets/README.md.
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def arrays(dataset):
@@ -21,8 +25,7 @@ def arrays(dataset):
 
 
 def labels_of(dataset):
-    return np.concatenate([y for y in dataset.map(lambda x, y: y).batch(8192)
-                           .as_numpy_iterator()])
+    return np.concatenate([y for y in dataset.map(lambda x, y: y).batch(8192).as_numpy_iterator()])
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,9 @@ def test_digits_split_sizes_stratification_and_partition(digits):
         expected = class_counts * 180 / 1797
         assert np.all(np.abs(np.bincount(parts[split][1], minlength=10) - expected) <= 1)
     # The three splits partition the 1797 images, scaled from 0..16 to 0..255.
-    everything = sorted((x.tobytes(), y) for images, labels in parts.values()
-                        for x, y in zip(images, labels))
+    everything = sorted(
+        (x.tobytes(), y) for images, labels in parts.values() for x, y in zip(images, labels)
+    )
     source = load_digits()
     scaled = np.round(source.images * 255 / 16).astype(np.uint8)[..., None]
     assert everything == sorted((x.tobytes(), y) for x, y in zip(scaled, source.target))
@@ -67,8 +71,9 @@ def test_splits_are_deterministic_for_a_seed(digits):
         assert not np.array_equal(images, arrays(getattr(other, split))[0])
 
 
-@pytest.mark.parametrize("kwargs", [{"val_split": -0.1}, {"test_split": 1.0},
-                                    {"val_split": 0.5, "test_split": 0.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"val_split": -0.1}, {"test_split": 1.0}, {"val_split": 0.5, "test_split": 0.5}]
+)
 def test_bad_split_fractions_are_refused(kwargs):
     with pytest.raises(ValueError, match="split"):
         data.load_dataset("digits", **kwargs)
@@ -103,8 +108,7 @@ def test_offline_tfds_download_fails_fast_with_what_to_get(tmp_path):
 
 @pytest.fixture(scope="session")
 def mnist(shared_datasets, mnist_data_dir):
-    return data.load_dataset("mnist", data_dir=mnist_data_dir,
-                             manual_dir=shared_datasets / "mnist")
+    return data.load_dataset("mnist", data_dir=mnist_data_dir, manual_dir=shared_datasets / "mnist")
 
 
 @pytest.mark.slow
@@ -132,8 +136,9 @@ def test_sign_language_folder(shared_datasets):
     assert splits.skipped_files == []
     assert sum(splits.num_examples.values()) == 2062
     assert splits.num_examples == {"train": 1650, "validation": 206, "test": 206}
-    folder_counts = [len(list((shared_datasets / "sign_language_digits" / str(c)).iterdir()))
-                     for c in range(10)]
+    folder_counts = [
+        len(list((shared_datasets / "sign_language_digits" / str(c)).iterdir())) for c in range(10)
+    ]
     counts = np.zeros(10, dtype=int)
     for split in SPLITS:
         # Every image, the three 3024x3024 photos included, arrives resized to 100x100.
@@ -177,8 +182,9 @@ def test_train_validation_test_folders_are_used_as_given(tmp_path):
     for split, count in counts.items():
         for name, value in (("a", 200), ("b", 40)):
             for index in range(count):
-                write_image(tmp_path / split / name / f"{index}.png",
-                            np.full((12, 16, 3), value, np.uint8))
+                write_image(
+                    tmp_path / split / name / f"{index}.png", np.full((12, 16, 3), value, np.uint8)
+                )
     # A gray image of another size: resized to the common 12x16 and made RGB.
     write_image(tmp_path / "train" / "b" / "odd.png", np.full((30, 30, 1), 40, np.uint8))
     splits = data.load_dataset(tmp_path)
@@ -188,8 +194,7 @@ def test_train_validation_test_folders_are_used_as_given(tmp_path):
     for split in SPLITS:
         images, labels = arrays(getattr(splits, split))
         assert images.shape[1:] == (12, 16, 3)
-        np.testing.assert_array_equal(images.mean(axis=(1, 2, 3)),
-                                      np.where(labels == 0, 200, 40))
+        np.testing.assert_array_equal(images.mean(axis=(1, 2, 3)), np.where(labels == 0, 200, 40))
 
 
 def test_npz_source_carves_validation_or_uses_its_own(tmp_path):
@@ -210,10 +215,16 @@ def test_npz_source_carves_validation_or_uses_its_own(tmp_path):
     np.testing.assert_array_equal(test_labels, y_test)
 
     with_val = tmp_path / "with_val.npz"
-    np.savez(with_val, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-             x_val=x_test[:5], y_val=y_test[:5])
-    assert data.load_dataset(with_val).num_examples == {"train": 50, "validation": 5,
-                                                        "test": 20}
+    np.savez(
+        with_val,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        x_val=x_test[:5],
+        y_val=y_test[:5],
+    )
+    assert data.load_dataset(with_val).num_examples == {"train": 50, "validation": 5, "test": 20}
     broken = tmp_path / "broken.npz"
     np.savez(broken, x_train=x_train, y_train=y_train)
     with pytest.raises(ValueError, match=r"lacks \['x_test', 'y_test'\]"):
@@ -221,8 +232,9 @@ def test_npz_source_carves_validation_or_uses_its_own(tmp_path):
 
 
 def single(image, label=0):
-    return tf.data.Dataset.from_tensors((tf.constant(image, tf.uint8), tf.constant(label,
-                                                                                 tf.int64)))
+    return tf.data.Dataset.from_tensors(
+        (tf.constant(image, tf.uint8), tf.constant(label, tf.int64))
+    )
 
 
 def test_fit_to_input_resizes_and_converts_channels(digits):
@@ -267,8 +279,7 @@ def test_training_pipeline_batches_shuffles_per_epoch_and_augments(digits):
     source_images, source_labels = arrays(digits.train)
 
     def make(seed):
-        return data.make_pipeline(fitted, batch_size=64, num_classes=10, training=True,
-                                  seed=seed)
+        return data.make_pipeline(fitted, batch_size=64, num_classes=10, training=True, seed=seed)
 
     pipeline = make(0)
     images, labels = next(iter(pipeline))
@@ -282,15 +293,21 @@ def test_training_pipeline_batches_shuffles_per_epoch_and_augments(digits):
     np.testing.assert_array_equal(pipeline_labels(make(0)), first)
     assert not np.array_equal(pipeline_labels(make(1)), first)
 
-    blackout = data.make_pipeline(fitted, batch_size=64, num_classes=10, training=True,
-                                  augment=lambda x, y: (x * 0.0, y))
+    blackout = data.make_pipeline(
+        fitted, batch_size=64, num_classes=10, training=True, augment=lambda x, y: (x * 0.0, y)
+    )
     assert all(x.max() == 0 for x, _ in blackout.as_numpy_iterator())
 
 
 def test_evaluation_pipeline_keeps_order_and_skips_augmentation(digits):
     source_images, source_labels = arrays(digits.test)
-    pipeline = data.make_pipeline(digits.test, batch_size=64, num_classes=10, training=False,
-                                  augment=lambda x, y: (x * 0.0, y))
+    pipeline = data.make_pipeline(
+        digits.test,
+        batch_size=64,
+        num_classes=10,
+        training=False,
+        augment=lambda x, y: (x * 0.0, y),
+    )
     batches = list(pipeline.as_numpy_iterator())
     assert [len(x) for x, _ in batches] == [64, 64, 52]
     images = np.concatenate([x for x, _ in batches])
@@ -311,8 +328,9 @@ def test_a_folder_larger_than_the_shuffle_buffer_mixes_classes_in_every_early_ba
             Image.fromarray(np.full((4, 4, 3), 60 * label, np.uint8)).save(folder / f"{index}.png")
     splits = data.load_dataset(tmp_path, val_split=0.0, test_split=0.0, seed=0)
     assert splits.num_examples["train"] == 200
-    pipeline = data.make_pipeline(splits.train, batch_size=16, num_classes=4, training=True,
-                                  seed=0, shuffle_buffer=32)
+    pipeline = data.make_pipeline(
+        splits.train, batch_size=16, num_classes=4, training=True, seed=0, shuffle_buffer=32
+    )
     for _ in range(2):  # epochs
         batches = [np.argmax(y, axis=1) for _, y in pipeline.take(5).as_numpy_iterator()]
         # Without the shuffled file list the first batches hold class 0 only.

@@ -12,11 +12,10 @@ import socket
 import subprocess
 import sys
 
+import _dist_worker
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import _dist_worker
 
 WORKER = pathlib.Path(_dist_worker.__file__)
 TIMEOUT = 90  # seconds for one process; a hung collective is killed, not waited on
@@ -26,8 +25,9 @@ RTOL = 1e-5
 def run_processes(commands, envs):
     """Start every command at once (multi-worker peers wait for each other), kill all on timeout."""
     processes = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for command, env in zip(commands, envs)
     ]
     results = []
@@ -89,9 +89,22 @@ def test_reference_training_moves_the_weights(reference):
 
 @pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_matches_one_device(reference, tmp_path):
-    command = [sys.executable, str(WORKER), "--strategy", "mirrored", "--logical-cpus", "2",
-               "--precision", "float32", "--precision", "mixed_bfloat16",
-               "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        str(WORKER),
+        "--strategy",
+        "mirrored",
+        "--logical-cpus",
+        "2",
+        "--precision",
+        "float32",
+        "--precision",
+        "mixed_bfloat16",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     [(returncode, stderr)] = run_processes([command], [worker_env()])
     assert returncode == 0, stderr[-3000:]
 
@@ -117,9 +130,19 @@ def run_two_workers(tmp_path, *extra_args):
     commands, envs = [], []
     for index in range(2):
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        commands.append([sys.executable, str(WORKER), "--strategy", "multi_worker",
-                         "--run-dir", str(tmp_path / "run"),
-                         "--out", str(tmp_path / f"worker{index}"), *extra_args])
+        commands.append(
+            [
+                sys.executable,
+                str(WORKER),
+                "--strategy",
+                "multi_worker",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--out",
+                str(tmp_path / f"worker{index}"),
+                *extra_args,
+            ]
+        )
         envs.append(worker_env(TF_CONFIG=json.dumps(tf_config)))
     return run_processes(commands, envs)
 
@@ -129,15 +152,14 @@ def test_two_local_workers_match_one_device_and_keep_apart(reference, tmp_path):
     for returncode, stderr in run_two_workers(tmp_path):
         assert returncode == 0, stderr[-3000:]
 
-    reports = [json.loads((tmp_path / f"worker{i}" / "float32.json").read_text())
-               for i in range(2)]
+    reports = [json.loads((tmp_path / f"worker{i}" / "float32.json").read_text()) for i in range(2)]
     for index, report in enumerate(reports):
         assert report["replicas"] == 2
-        assert_same_weights(load_weights(tmp_path / f"worker{index}" / "float32.npz"),
-                            reference["final"])
+        assert_same_weights(
+            load_weights(tmp_path / f"worker{index}" / "float32.npz"), reference["final"]
+        )
         np.testing.assert_allclose(report["loss"], reference["history"]["loss"], rtol=RTOL)
-        np.testing.assert_allclose(report["val_loss"], reference["history"]["val_loss"],
-                                   rtol=RTOL)
+        np.testing.assert_allclose(report["val_loss"], reference["history"]["val_loss"], rtol=RTOL)
 
     # Worker 0 is the chief and writes the run directory; worker 1 writes its own.
     assert [report["is_chief"] for report in reports] == [True, False]
@@ -151,10 +173,14 @@ def test_two_local_workers_match_one_device_and_keep_apart(reference, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fix, error", [
-    ("none", "PerReplica"),  # the symbolic build reduces a distributed data batch
-    ("build_only", "Invalid reduction dimension 0 for input with 0 dimensions"),  # metrics
-], ids=["no_fix", "build_fix_only"])
+@pytest.mark.parametrize(
+    "fix, error",
+    [
+        ("none", "PerReplica"),  # the symbolic build reduces a distributed data batch
+        ("build_only", "Invalid reduction dimension 0 for input with 0 dimensions"),  # metrics
+    ],
+    ids=["no_fix", "build_fix_only"],
+)
 def test_two_local_workers_fail_without_each_half_of_the_fix(tmp_path, fix, error):
     for returncode, stderr in run_two_workers(tmp_path, "--fix", fix):
         assert returncode != 0
@@ -169,12 +195,28 @@ def test_the_trainer_command_runs_on_two_local_workers(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     commands, envs = [], []
     for index in range(2):
-        commands.append([sys.executable, "-m", "training.run", "--strategy", "multi_worker",
-                         "--run-name", "two-workers", "--epochs", "2",
-                         "--output-dir", str(tmp_path)])
+        commands.append(
+            [
+                sys.executable,
+                "-m",
+                "training.run",
+                "--strategy",
+                "multi_worker",
+                "--run-name",
+                "two-workers",
+                "--epochs",
+                "2",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        envs.append(worker_env(TF_CONFIG=json.dumps(tf_config),
-                               PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2])))
+        envs.append(
+            worker_env(
+                TF_CONFIG=json.dumps(tf_config),
+                PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]),
+            )
+        )
     for returncode, stderr in run_processes(commands, envs):
         assert returncode == 0, stderr[-3000:]
 

@@ -13,8 +13,14 @@ from training.doctor import CHECKS, Budget, examine
 from training.doctor.__main__ import main
 from training.doctor.config_run import rerun_command
 
-SMALL = Budget(loss_batches=4, overfit_steps=100, learn_steps=150, lr_range_steps=100,
-               probe_steps=10, eval_examples=360)
+SMALL = Budget(
+    loss_batches=4,
+    overfit_steps=100,
+    learn_steps=150,
+    lr_range_steps=100,
+    probe_steps=10,
+    eval_examples=360,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +72,9 @@ def test_healthy_model_passes_every_check(digits, tmp_path):
 def test_shuffled_labels_fail_learns(digits):
     (x, y), validation = digits
     shuffled = np.random.default_rng(0).permutation(y)
-    report = examine(small_cnn(x), (x, shuffled), validation, checks=["overfit_small", "learns"],
-                     budget=SMALL)
+    report = examine(
+        small_cnn(x), (x, shuffled), validation, checks=["overfit_small", "learns"], budget=SMALL
+    )
     assert report.checks == {"overfit_small": "pass", "learns": "fail"}, report.table()
     assert "suspect the labels" in report.result("learns", "validation accuracy").advice
 
@@ -76,8 +83,9 @@ def test_learning_rate_of_10_is_caught(digits):
     train, validation = digits
     model = small_cnn(train[0])
     model.compile(optimizer=keras.optimizers.Adam(10.0), loss="sparse_categorical_crossentropy")
-    report = examine(model, train, validation, checks=["learns", "lr_range", "numerics"],
-                     budget=SMALL)
+    report = examine(
+        model, train, validation, checks=["learns", "lr_range", "numerics"], budget=SMALL
+    )
     assert report.findings["suggested_lr"] <= 10.0 / 100
     assert report.checks["lr_range"] == "fail"
     assert report.checks["learns"] == "fail", report.table()
@@ -95,18 +103,23 @@ def test_logits_head_with_a_probability_loss_fails_initial_loss(digits):
 
 def test_unnormalized_inputs_warn_in_data(digits):
     train, validation = digits
-    report = examine(small_cnn(train[0], normalize=False), train, validation, checks=["data"],
-                     budget=SMALL)
-    assert verdicts(report) == {("data", "label range"): "pass", ("data", "class balance"): "pass",
-                                ("data", "input scale"): "warn",
-                                ("data", "train/test duplicates"): "pass"}, report.table()
+    report = examine(
+        small_cnn(train[0], normalize=False), train, validation, checks=["data"], budget=SMALL
+    )
+    assert verdicts(report) == {
+        ("data", "label range"): "pass",
+        ("data", "class balance"): "pass",
+        ("data", "input scale"): "warn",
+        ("data", "train/test duplicates"): "pass",
+    }, report.table()
 
 
 def test_deep_sigmoid_network_has_vanishing_gradients(digits):
     train, validation = digits
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Flatten()(keras.layers.Normalization(
-        mean=train[0].mean(), variance=train[0].var())(inputs))
+    x = keras.layers.Flatten()(
+        keras.layers.Normalization(mean=train[0].mean(), variance=train[0].var())(inputs)
+    )
     for index in range(20):
         x = keras.layers.Dense(32, activation="sigmoid", name=f"dense{index}")(x)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
@@ -122,19 +135,38 @@ def test_numerics_follows_the_loss_scale_under_mixed_float16(digits):
     model = small_cnn(train[0])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    report = examine(model, train, validation, checks=["numerics"],
-                     budget=Budget(learn_steps=30, loss_batches=1))
-    assert verdicts(report) == {("numerics", "loss"): "pass",
-                                ("numerics", "weights and gradients"): "pass",
-                                ("numerics", "loss scale"): "pass"}, report.table()
+    report = examine(
+        model, train, validation, checks=["numerics"], budget=Budget(learn_steps=30, loss_batches=1)
+    )
+    assert verdicts(report) == {
+        ("numerics", "loss"): "pass",
+        ("numerics", "weights and gradients"): "pass",
+        ("numerics", "loss scale"): "pass",
+    }, report.table()
     assert "after 30 steps (started 32768)" in report.result("numerics", "loss scale").measured
 
 
 def test_zero_initialized_zoo_model_fails_through_the_command(tmp_path, capsys):
-    argv = ["--model", "stagewise_cnn", "--image-size", "8", "--kernel-initializer", "zeros",
-            "--set", "model.options.filters=4", "--set", "model.options.dense_layers=0",
-            "--precision", "float32", "--output-dir", str(tmp_path),
-            "--check", "initial_loss", "--check", "activations_gradients"]
+    argv = [
+        "--model",
+        "stagewise_cnn",
+        "--image-size",
+        "8",
+        "--kernel-initializer",
+        "zeros",
+        "--set",
+        "model.options.filters=4",
+        "--set",
+        "model.options.dense_layers=0",
+        "--precision",
+        "float32",
+        "--output-dir",
+        str(tmp_path),
+        "--check",
+        "initial_loss",
+        "--check",
+        "activations_gradients",
+    ]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 1
@@ -154,12 +186,27 @@ def test_unknown_check_is_refused_before_anything_is_written(tmp_path, capsys):
     assert "invalid choice: 'lr_rnage'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
     with pytest.raises(checks.ConfigError, match="Did you mean 'lr_range'"):
-        examine(small_cnn(np.zeros((1, 8, 8, 1))), (np.zeros((4, 8, 8, 1)), np.zeros(4)),
-                checks=["lr_rnage"])
+        examine(
+            small_cnn(np.zeros((1, 8, 8, 1))),
+            (np.zeros((4, 8, 8, 1)), np.zeros(4)),
+            checks=["lr_rnage"],
+        )
 
 
 def test_rerun_command_replaces_the_learning_rate_and_drops_checks():
-    argv = ["--model", "resnet20", "--lr", "0.1", "--check", "lr_range",
-            "--set", "optimizer.lr=0.5", "--set", "model.options.width=2", "--check=data"]
+    argv = [
+        "--model",
+        "resnet20",
+        "--lr",
+        "0.1",
+        "--check",
+        "lr_range",
+        "--set",
+        "optimizer.lr=0.5",
+        "--set",
+        "model.options.width=2",
+        "--check=data",
+    ]
     assert rerun_command(argv, 0.00123) == (
-        "python -m training.run --model resnet20 --set model.options.width=2 --lr 0.0012")
+        "python -m training.run --model resnet20 --set model.options.width=2 --lr 0.0012"
+    )

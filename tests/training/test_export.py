@@ -22,12 +22,14 @@ def tiny_model(seed, *, units=3, activation="softmax"):
     """Raw pixels -> Normalization -> conv -> `units` outputs, weights fixed by `seed`."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 3), name="pixels")
-    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 2500.0, 1600.0],
-                                   name="normalize")(inputs)
+    x = keras.layers.Normalization(
+        mean=[120.0, 110.0, 100.0], variance=[3600.0, 2500.0, 1600.0], name="normalize"
+    )(inputs)
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(units, activation=activation, dtype="float32",
-                                 name="probabilities")(x)
+    outputs = keras.layers.Dense(
+        units, activation=activation, dtype="float32", name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name=f"tiny_{seed}")
 
 
@@ -55,13 +57,17 @@ def test_export_writes_the_tf_serving_layout_with_three_signatures(tmp_path):
 
     paths = export_model(model, tmp_path, class_names=CLASS_NAMES)
 
-    assert paths == {"model": tmp_path / "model.keras", "saved_model": tmp_path / "serving" / "1",
-                     "class_names": tmp_path / "class_names.json"}
+    assert paths == {
+        "model": tmp_path / "model.keras",
+        "saved_model": tmp_path / "serving" / "1",
+        "class_names": tmp_path / "class_names.json",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ARTIFACTS
     loaded = tf.saved_model.load(str(tmp_path / "serving" / "1"))
     assert sorted(loaded.signatures) == sorted(serving.SIGNATURES)
-    inputs = {name: loaded.signatures[name].structured_input_signature[1]
-              for name in serving.SIGNATURES}
+    inputs = {
+        name: loaded.signatures[name].structured_input_signature[1] for name in serving.SIGNATURES
+    }
     assert inputs == {
         "serving_default": {"image": tf.TensorSpec((None, None, None, None), tf.uint8, "image")},
         "serving_bytes": {"image_bytes": tf.TensorSpec((None,), tf.string, "image_bytes")},
@@ -77,7 +83,8 @@ def test_export_writes_the_tf_serving_layout_with_three_signatures(tmp_path):
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     assert outputs["class_id"].numpy().tolist() == expected.argmax(1).tolist()
     assert [n.decode() for n in outputs["class_name"].numpy()] == [
-        CLASS_NAMES[i] for i in expected.argmax(1)]
+        CLASS_NAMES[i] for i in expected.argmax(1)
+    ]
     assert [n.decode() for n in loaded.class_names[0].numpy()] == CLASS_NAMES
     np.testing.assert_array_equal(reload_keras(tmp_path, pixels), expected)
     assert json.loads((tmp_path / "class_names.json").read_text()) == CLASS_NAMES
@@ -117,11 +124,11 @@ def test_a_binary_model_serves_two_class_probabilities(tmp_path):
     export_model(model, tmp_path, class_names=["cat", "dog"])
 
     outputs = signature(tmp_path)(image=tf.constant(pixels))
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), np.stack([1 - p, p], 1),
-                               atol=1e-6)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), np.stack([1 - p, p], 1), atol=1e-6)
     assert outputs["class_id"].numpy().tolist() == (p > 0.5).astype(int).tolist()
     assert [n.decode() for n in outputs["class_name"].numpy()] == [
-        "dog" if x > 0.5 else "cat" for x in p]
+        "dog" if x > 0.5 else "cat" for x in p
+    ]
     with pytest.raises(ValueError, match="class_names has 3 names but the model outputs 2"):
         export_model(model, tmp_path, class_names=CLASS_NAMES)
 
@@ -233,8 +240,11 @@ def test_export_run_refuses_before_touching_anything(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="version 1 is not free .*holds \\[1\\]"):
         export.export_run(run, formats=["saved_model"], version=1)
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "tf2onnx" else find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tf2onnx" else find_spec(name, *args),
+    )
     with pytest.raises(ValueError, match="ONNX export needs tf2onnx.*pip install"):
         export.export_run(run, formats=["saved_model", "onnx"])
     monkeypatch.undo()
@@ -242,8 +252,12 @@ def test_export_run_refuses_before_touching_anything(tmp_path, monkeypatch):
     (run / rundir.FINISHED_MARKER).unlink()
     with pytest.raises(FileNotFoundError, match="holds no finished model .*python -m training.run"):
         export.export_run(run, formats=["onnx"])
-    assert sorted(p.name for p in run.iterdir()) == ["class_names.json", "config.yaml",
-                                                     "model.keras", "serving"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "class_names.json",
+        "config.yaml",
+        "model.keras",
+        "serving",
+    ]
     with pytest.raises(SystemExit, match="holds no finished model"):
         export.main([str(run), "--format", "onnx"])
 
@@ -259,8 +273,11 @@ def test_litert_and_onnx_of_a_binary_model_return_two_class_probabilities(tmp_pa
     model = tiny_model(seed=5, units=1, activation="sigmoid")
     run = finished_run(tmp_path / "run", model, ["cat", "dog"])
     written = export.export_run(run, formats=["litert", "onnx"], quantize=["none", "float16"])
-    assert written == {"litert_none": run / "model.tflite",
-                       "litert_float16": run / "model_float16.tflite", "onnx": run / "model.onnx"}
+    assert written == {
+        "litert_none": run / "model.tflite",
+        "litert_float16": run / "model_float16.tflite",
+        "onnx": run / "model.onnx",
+    }
     pixels = raw_pixels((4, 8, 8, 3))
     expected = signature(run)(image=tf.constant(pixels))["probabilities"].numpy()
     p = model.predict(pixels, verbose=0)
@@ -268,8 +285,9 @@ def test_litert_and_onnx_of_a_binary_model_return_two_class_probabilities(tmp_pa
 
     session = onnxruntime.InferenceSession(str(run / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == ["image"]
-    np.testing.assert_allclose(session.run(["probabilities"], {"image": pixels})[0], expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        session.run(["probabilities"], {"image": pixels})[0], expected, atol=1e-5
+    )
     for name, tolerance in (("model.tflite", 1e-5), ("model_float16.tflite", 2e-3)):
         interpreter = Interpreter(model_path=str(run / name))
         (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -277,5 +295,6 @@ def test_litert_and_onnx_of_a_binary_model_return_two_class_probabilities(tmp_pa
         interpreter.allocate_tensors()
         interpreter.set_tensor(image["index"], pixels)
         interpreter.invoke()
-        np.testing.assert_allclose(interpreter.get_tensor(output["index"]), expected,
-                                   atol=tolerance)
+        np.testing.assert_allclose(
+            interpreter.get_tensor(output["index"]), expected, atol=tolerance
+        )

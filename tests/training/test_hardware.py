@@ -26,11 +26,14 @@ def fake_cpuinfo(tmp_path, flags):
     return path
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ("avx512f avx512_bf16", True),
-    ("amx_tile amx_bf16", True),
-    ("avx512f avx512_vnni", False),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("avx512f avx512_bf16", True),
+        ("amx_tile amx_bf16", True),
+        ("avx512f avx512_vnni", False),
+    ],
+)
 def test_cpu_supports_bf16_reads_the_flags(tmp_path, flags, expected):
     assert hardware.cpu_supports_bf16(fake_cpuinfo(tmp_path, flags)) is expected
 
@@ -39,22 +42,27 @@ def test_cpu_supports_bf16_is_false_without_cpuinfo(tmp_path):
     assert hardware.cpu_supports_bf16(tmp_path / "missing") is False
 
 
-@pytest.mark.skipif(not CPUINFO.is_file() or "avx512_bf16" not in CPUINFO.read_text(),
-                    reason="this CPU has no AVX512-BF16")
+@pytest.mark.skipif(
+    not CPUINFO.is_file() or "avx512_bf16" not in CPUINFO.read_text(),
+    reason="this CPU has no AVX512-BF16",
+)
 def test_auto_precision_on_this_cpu_is_mixed_bfloat16():
     assert hardware.gpu_compute_capabilities() == []
     assert hardware.resolve_precision() == "mixed_bfloat16"
     assert hardware.resolve_precision("auto") == "mixed_bfloat16"
 
 
-@pytest.mark.parametrize("capabilities, cpu_bf16, expected", [
-    ([(8, 0)], False, "mixed_float16"),
-    ([(7, 0), (8, 6)], True, "mixed_float16"),
-    ([(7, 5), (6, 1)], True, "float32"),  # one GPU without tensor cores holds the others back
-    ([(6, 1)], True, "float32"),  # the GPU computes, so the CPU's bf16 does not matter
-    ([], True, "mixed_bfloat16"),
-    ([], False, "float32"),
-])
+@pytest.mark.parametrize(
+    "capabilities, cpu_bf16, expected",
+    [
+        ([(8, 0)], False, "mixed_float16"),
+        ([(7, 0), (8, 6)], True, "mixed_float16"),
+        ([(7, 5), (6, 1)], True, "float32"),  # one GPU without tensor cores holds the others back
+        ([(6, 1)], True, "float32"),  # the GPU computes, so the CPU's bf16 does not matter
+        ([], True, "mixed_bfloat16"),
+        ([], False, "float32"),
+    ],
+)
 def test_auto_precision_branches(monkeypatch, capabilities, cpu_bf16, expected):
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: capabilities)
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: cpu_bf16)
@@ -105,7 +113,7 @@ def test_mixed_float16_model_gets_loss_scaling():
     assert np.isfinite(history.history["loss"][0])
     assert int(model.optimizer.iterations.numpy()) == 4
     # The dynamic scale starts at 2**15 and only halves on overflow, which these steps lack.
-    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0 ** 15
+    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0**15
     assert model.get_layer("predictions_dense").compute_dtype == "float16"
     assert model.predict(images[:2], verbose=0).dtype == np.float32
 
@@ -151,16 +159,30 @@ def test_unknown_strategy_lists_the_valid_ones():
         assert name in str(error.value)
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    (None, "TF_CONFIG environment variable"),
-    ("{not json", "not valid JSON"),
-    (json.dumps({"task": {"type": "worker", "index": 0}}), "'cluster' with a 'worker' list"),
-    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}), "'task' whose 'type'"),
-    (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}),
-     "'task' whose 'type'"),
-    (json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                 "task": {"type": "worker", "index": 2}}), "integer in [0, 2)"),
-])
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "TF_CONFIG environment variable"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"task": {"type": "worker", "index": 0}}), "'cluster' with a 'worker' list"),
+        (json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}), "'task' whose 'type'"),
+        (
+            json.dumps(
+                {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}
+            ),
+            "'task' whose 'type'",
+        ),
+        (
+            json.dumps(
+                {
+                    "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                    "task": {"type": "worker", "index": 2},
+                }
+            ),
+            "integer in [0, 2)",
+        ),
+    ],
+)
 def test_multi_worker_needs_a_valid_tf_config(monkeypatch, tf_config, message):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -208,13 +230,16 @@ WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 CHIEF_AND_WORKER = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]}
 
 
-@pytest.mark.parametrize("strategy, chief, subdir", [
-    (tf.distribute.get_strategy(), True, None),
-    (task(WORKERS, "worker", 0), True, None),
-    (task(WORKERS, "worker", 1), False, "workertemp_worker_1"),
-    (task(CHIEF_AND_WORKER, "chief", 0), True, None),
-    (task(CHIEF_AND_WORKER, "worker", 0), False, "workertemp_worker_0"),
-])
+@pytest.mark.parametrize(
+    "strategy, chief, subdir",
+    [
+        (tf.distribute.get_strategy(), True, None),
+        (task(WORKERS, "worker", 0), True, None),
+        (task(WORKERS, "worker", 1), False, "workertemp_worker_1"),
+        (task(CHIEF_AND_WORKER, "chief", 0), True, None),
+        (task(CHIEF_AND_WORKER, "worker", 0), False, "workertemp_worker_0"),
+    ],
+)
 def test_chief_writes_the_run_dir_and_other_workers_their_own(tmp_path, strategy, chief, subdir):
     assert hardware.is_chief(strategy) is chief
     expected = tmp_path if subdir is None else tmp_path / subdir
@@ -225,15 +250,25 @@ def test_chief_writes_the_run_dir_and_other_workers_their_own(tmp_path, strategy
 @pytest.fixture
 def keras_trainer(monkeypatch):
     """Keras' own trainer functions, restored after the test whatever it installs."""
-    monkeypatch.setattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build",
-                        tf_trainer.TensorFlowTrainer._maybe_symbolic_build)
+    monkeypatch.setattr(
+        tf_trainer.TensorFlowTrainer,
+        "_maybe_symbolic_build",
+        tf_trainer.TensorFlowTrainer._maybe_symbolic_build,
+    )
     monkeypatch.setattr(tf_trainer, "reduce_per_replica", tf_trainer.reduce_per_replica)
     return tf_trainer
 
 
-@pytest.mark.parametrize("version, needed", [
-    ("3.6.0", False), ("3.7.0", True), ("3.15.1", True), ("3.15.2", False), ("4.0.0", False),
-])
+@pytest.mark.parametrize(
+    "version, needed",
+    [
+        ("3.6.0", False),
+        ("3.7.0", True),
+        ("3.15.1", True),
+        ("3.15.2", False),
+        ("4.0.0", False),
+    ],
+)
 def test_the_fix_is_tied_to_the_broken_keras_versions(version, needed):
     assert multi_worker_fix.is_needed(version) is needed
 
@@ -249,12 +284,16 @@ def test_apply_installs_the_fix_once(keras_trainer):
     assert keras_reduce.__module__ == "keras.src.backend.tensorflow.trainer"  # not at import
     assert multi_worker_fix.apply() is True
     assert multi_worker_fix.apply() is True
-    assert keras_trainer.TensorFlowTrainer._maybe_symbolic_build is \
-        multi_worker_fix._maybe_symbolic_build
+    assert (
+        keras_trainer.TensorFlowTrainer._maybe_symbolic_build
+        is multi_worker_fix._maybe_symbolic_build
+    )
     assert keras_trainer.reduce_per_replica is multi_worker_fix._reduce_per_replica
     # The fix delegates to Keras' own functions, never to itself.
-    assert multi_worker_fix._ORIGINALS == {"_maybe_symbolic_build": keras_build,
-                                           "reduce_per_replica": keras_reduce}
+    assert multi_worker_fix._ORIGINALS == {
+        "_maybe_symbolic_build": keras_build,
+        "reduce_per_replica": keras_reduce,
+    }
 
 
 def test_apply_leaves_other_keras_versions_alone(keras_trainer, monkeypatch):

@@ -9,15 +9,21 @@ from training.schedules import build_learning_rate
 def one_step(optimizer, *gradients, start=1.0):
     """Variables at `start`, one update with `gradients`; returns the variables' new values."""
     variables = [keras.Variable(np.full(np.shape(g), start, "float32")) for g in gradients]
-    optimizer.apply_gradients(
-        [(np.asarray(g, "float32"), v) for g, v in zip(gradients, variables)])
+    optimizer.apply_gradients([(np.asarray(g, "float32"), v) for g, v in zip(gradients, variables)])
     return [v.numpy() for v in variables]
 
 
-@pytest.mark.parametrize("name, class_name", [
-    ("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"),
-    ("adagrad", "Adagrad"), ("nadam", "Nadam"),
-])
+@pytest.mark.parametrize(
+    "name, class_name",
+    [
+        ("sgd", "SGD"),
+        ("adam", "Adam"),
+        ("adamw", "AdamW"),
+        ("rmsprop", "RMSprop"),
+        ("adagrad", "Adagrad"),
+        ("nadam", "Nadam"),
+    ],
+)
 def test_each_name_builds_its_optimizer(name, class_name):
     optimizer = build_optimizer(name, 0.05)
     assert type(optimizer).__name__ == class_name
@@ -26,8 +32,16 @@ def test_each_name_builds_its_optimizer(name, class_name):
 
 
 def test_knobs_land_in_the_config():
-    config = build_optimizer("sgd", 0.1, momentum=0.8, nesterov=True, weight_decay=5e-4,
-                             clip_norm=2.0, ema=True, ema_momentum=0.999).get_config()
+    config = build_optimizer(
+        "sgd",
+        0.1,
+        momentum=0.8,
+        nesterov=True,
+        weight_decay=5e-4,
+        clip_norm=2.0,
+        ema=True,
+        ema_momentum=0.999,
+    ).get_config()
     assert config["momentum"] == pytest.approx(0.8)
     assert config["nesterov"] is True
     assert config["weight_decay"] == pytest.approx(5e-4)
@@ -41,8 +55,9 @@ def test_knobs_land_in_the_config():
 
 
 def test_schedule_is_accepted_as_learning_rate():
-    schedule = build_learning_rate("step", base_lr=0.1, epochs=20, steps_per_epoch=1,
-                                   step_epochs=1, step_factor=0.5)
+    schedule = build_learning_rate(
+        "step", base_lr=0.1, epochs=20, steps_per_epoch=1, step_epochs=1, step_factor=0.5
+    )
     optimizer = build_optimizer("sgd", schedule, momentum=0.0)
     # First step at 0.1, second at 0.05.
     variable = keras.Variable(np.array([1.0], "float32"))
@@ -112,19 +127,22 @@ def test_ema_weights_replace_the_weights_at_the_end():
     assert variable.numpy() == pytest.approx([0.89], rel=1e-6)
 
 
-@pytest.mark.parametrize("name, lr, kwargs, message", [
-    ("lamb", 0.1, {}, "Unknown optimizer 'lamb'. Valid: sgd, adam, adamw, rmsprop, adagrad"),
-    ("sgd", 0.0, {}, "learning_rate must be > 0, got 0.0"),
-    ("sgd", -1.0, {}, "learning_rate must be > 0"),
-    ("sgd", 0.1, {"momentum": 1.0}, "momentum must be in \\[0, 1\\), got 1.0"),
-    ("sgd", 0.1, {"momentum": 0.0, "nesterov": True}, "nesterov needs SGD momentum > 0"),
-    ("adam", 0.1, {"nesterov": True}, "nesterov applies to 'sgd' only"),
-    ("adamw", 0.1, {"weight_decay": -0.1}, "weight_decay must be >= 0"),
-    ("sgd", 0.1, {"clip_norm": 1.0, "clip_value": 1.0}, "Choose at most one of clip_value"),
-    ("sgd", 0.1, {"clip_norm": 0.0}, "clip_norm must be > 0, got 0.0"),
-    ("sgd", 0.1, {"global_clip_norm": -1}, "global_clip_norm must be > 0"),
-    ("sgd", 0.1, {"ema": True, "ema_momentum": 1.0}, "ema_momentum must be in \\[0, 1\\)"),
-])
+@pytest.mark.parametrize(
+    "name, lr, kwargs, message",
+    [
+        ("lamb", 0.1, {}, "Unknown optimizer 'lamb'. Valid: sgd, adam, adamw, rmsprop, adagrad"),
+        ("sgd", 0.0, {}, "learning_rate must be > 0, got 0.0"),
+        ("sgd", -1.0, {}, "learning_rate must be > 0"),
+        ("sgd", 0.1, {"momentum": 1.0}, "momentum must be in \\[0, 1\\), got 1.0"),
+        ("sgd", 0.1, {"momentum": 0.0, "nesterov": True}, "nesterov needs SGD momentum > 0"),
+        ("adam", 0.1, {"nesterov": True}, "nesterov applies to 'sgd' only"),
+        ("adamw", 0.1, {"weight_decay": -0.1}, "weight_decay must be >= 0"),
+        ("sgd", 0.1, {"clip_norm": 1.0, "clip_value": 1.0}, "Choose at most one of clip_value"),
+        ("sgd", 0.1, {"clip_norm": 0.0}, "clip_norm must be > 0, got 0.0"),
+        ("sgd", 0.1, {"global_clip_norm": -1}, "global_clip_norm must be > 0"),
+        ("sgd", 0.1, {"ema": True, "ema_momentum": 1.0}, "ema_momentum must be in \\[0, 1\\)"),
+    ],
+)
 def test_bad_names_and_values_say_what_is_allowed(name, lr, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_optimizer(name, lr, **kwargs)
@@ -141,8 +159,20 @@ def test_momentum_rho_and_epsilon_reach_the_optimizers_that_read_them():
         compile_model(model, config, steps_per_epoch=1, replicas=1, num_classes=10)
         return model.optimizer.get_config()
 
-    rmsprop = built(["--optimizer", "rmsprop", "--momentum", "0.5", "--rho", "0.95",
-                     "--epsilon", "1e-5", "--schedule", "constant"])
+    rmsprop = built(
+        [
+            "--optimizer",
+            "rmsprop",
+            "--momentum",
+            "0.5",
+            "--rho",
+            "0.95",
+            "--epsilon",
+            "1e-5",
+            "--schedule",
+            "constant",
+        ]
+    )
     assert (rmsprop["momentum"], rmsprop["rho"], rmsprop["epsilon"]) == (0.5, 0.95, 1e-5)
     adam = built(["--optimizer", "adam", "--epsilon", "1e-8", "--schedule", "constant"])
     assert adam["epsilon"] == 1e-8
@@ -152,9 +182,11 @@ def test_momentum_rho_and_epsilon_reach_the_optimizers_that_read_them():
     assert built(["--optimizer", "rmsprop", "--schedule", "constant"])["momentum"] == 0.0
     for name in ("adamw", "nadam", "adagrad"):
         assert build_optimizer(name, 0.1, epsilon=1e-4).get_config()["epsilon"] == 1e-4
-    for flags, message in ((["--rho", "1.0"], r"rho must be in \[0, 1\), got 1.0"),
-                           (["--epsilon", "0"], "epsilon must be > 0, got 0.0"),
-                           (["--momentum", "1.5"], r"momentum must be in \[0, 1\)")):
+    for flags, message in (
+        (["--rho", "1.0"], r"rho must be in \[0, 1\), got 1.0"),
+        (["--epsilon", "0"], "epsilon must be > 0, got 0.0"),
+        (["--momentum", "1.5"], r"momentum must be in \[0, 1\)"),
+    ):
         with pytest.raises(ConfigError, match=message):
             parse(flags).validate()
 

@@ -70,8 +70,14 @@ def test_curves_without_validation_or_learning_rate(tmp_path):
 
 
 def test_constant_learning_rate_stays_linear_and_single_epoch_works(tmp_path):
-    history = {"epoch": [1], "loss": [0.9], "accuracy": [0.7], "val_loss": [1.1],
-               "val_accuracy": [0.6], "lr": [0.001]}
+    history = {
+        "epoch": [1],
+        "loss": [0.9],
+        "accuracy": [0.7],
+        "val_loss": [1.1],
+        "val_accuracy": [0.6],
+        "lr": [0.001],
+    }
     figure = plot_curves(history, tmp_path / "curves.png", title="one epoch")
 
     read_png(tmp_path / "curves.png")
@@ -94,8 +100,10 @@ def test_existing_png_is_replaced(tmp_path):
     [
         ({}, "no epochs"),
         ({"loss": []}, "no epochs"),
-        ({"loss": [1.0, 0.5], "accuracy": [0.5]},
-         r"one value per epoch, got lengths \{'loss': 2, 'accuracy': 1\}"),
+        (
+            {"loss": [1.0, 0.5], "accuracy": [0.5]},
+            r"one value per epoch, got lengths \{'loss': 2, 'accuracy': 1\}",
+        ),
         ({"accuracy": [0.5]}, r"must have a 'loss' column, got \['accuracy'\]"),
         ([1.0, 0.5], "got list"),
     ],

@@ -16,14 +16,16 @@ def lr_at(schedule, epoch):
 
 
 def build(name, epochs=30, **kwargs):
-    return build_learning_rate(name, base_lr=BASE_LR, epochs=epochs, steps_per_epoch=STEPS,
-                               **kwargs)
+    return build_learning_rate(
+        name, base_lr=BASE_LR, epochs=epochs, steps_per_epoch=STEPS, **kwargs
+    )
 
 
 def test_step_halves_every_ten_epochs():
     schedule = build("step", step_epochs=10, step_factor=0.5)
     assert [lr_at(schedule, e) for e in (0, 9, 9.9, 10, 19.9, 20, 29.9)] == pytest.approx(
-        [0.01, 0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025], rel=1e-6)
+        [0.01, 0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025], rel=1e-6
+    )
 
 
 def test_exponential_is_lr0_times_rate_to_the_epoch():
@@ -35,28 +37,33 @@ def test_exponential_is_lr0_times_rate_to_the_epoch():
 def test_inverse_time_is_lr0_tau_over_max_t_tau():
     schedule = build("inverse_time", tau_epochs=2.0)
     assert [lr_at(schedule, e) for e in (0, 1, 2, 4, 8, 20)] == pytest.approx(
-        [0.01, 0.01, 0.01, 0.005, 0.0025, 0.001], rel=1e-6)
+        [0.01, 0.01, 0.01, 0.005, 0.0025, 0.001], rel=1e-6
+    )
 
 
 def test_inverse_sqrt_is_lr0_sqrt_tau_over_max_t_tau():
     schedule = build("inverse_sqrt", tau_epochs=1.0)
     assert [lr_at(schedule, e) for e in (0, 0.5, 1, 4, 16, 25)] == pytest.approx(
-        [0.01, 0.01, 0.01, 0.005, 0.0025, 0.002], rel=1e-6)
+        [0.01, 0.01, 0.01, 0.005, 0.0025, 0.002], rel=1e-6
+    )
 
 
 def test_cosine_goes_from_lr0_to_min_lr():
     schedule = build("cosine", epochs=10, min_lr=0.001)
     assert [lr_at(schedule, e) for e in (0, 5, 10, 12)] == pytest.approx(
-        [0.01, 0.0055, 0.001, 0.001], rel=1e-6)
-    assert lr_at(schedule, 2.5) == pytest.approx(0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi / 4)),
-                                                 rel=1e-6)
+        [0.01, 0.0055, 0.001, 0.001], rel=1e-6
+    )
+    assert lr_at(schedule, 2.5) == pytest.approx(
+        0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-6
+    )
 
 
 def test_one_cycle_rises_from_a_25th_to_lr0_then_falls_to_min_lr():
     schedule = build("one_cycle", epochs=10)
     values = [lr_at(schedule, e) for e in (0, 1.5, 3, 6.5, 10)]
-    assert values == pytest.approx([0.01 / 25, (0.01 + 0.01 / 25) / 2, 0.01, 0.005, 0.0],
-                                   rel=1e-5, abs=1e-9)
+    assert values == pytest.approx(
+        [0.01 / 25, (0.01 + 0.01 / 25) / 2, 0.01, 0.005, 0.0], rel=1e-5, abs=1e-9
+    )
 
 
 def test_constant_and_plateau_are_floats_for_the_optimizer():
@@ -68,11 +75,13 @@ def test_constant_and_plateau_are_floats_for_the_optimizer():
 def test_min_lr_floors_every_decay():
     schedule = build("step", step_epochs=10, step_factor=0.5, min_lr=0.003)
     assert [lr_at(schedule, e) for e in (0, 10, 20, 29)] == pytest.approx(
-        [0.01, 0.005, 0.003, 0.003], rel=1e-6)
+        [0.01, 0.005, 0.003, 0.003], rel=1e-6
+    )
 
 
-@pytest.mark.parametrize("name", ["constant", "step", "exponential", "inverse_sqrt",
-                                  "inverse_time", "cosine"])
+@pytest.mark.parametrize(
+    "name", ["constant", "step", "exponential", "inverse_sqrt", "inverse_time", "cosine"]
+)
 def test_warmup_ramps_linearly_then_hands_over(name):
     warmup = build(name, epochs=12, warmup_epochs=2)
     plain = build(name, epochs=10) if name != "constant" else None
@@ -98,8 +107,10 @@ def test_plateau_with_warmup_is_refused_with_the_alternatives():
         build("plateau", warmup_epochs=2)
 
 
-@pytest.mark.parametrize("name", ["constant", "step", "exponential", "inverse_sqrt",
-                                  "inverse_time", "cosine", "one_cycle"])
+@pytest.mark.parametrize(
+    "name",
+    ["constant", "step", "exponential", "inverse_sqrt", "inverse_time", "cosine", "one_cycle"],
+)
 def test_schedules_serialize_and_give_the_same_values(name):
     schedule = build(name, warmup_epochs=1, min_lr=1e-4)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
@@ -165,25 +176,34 @@ def cosine_formula(step, *, epochs, warmup_epochs, min_lr):
     return min_lr + (BASE_LR - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@pytest.mark.parametrize("epochs, warmup_epochs, min_lr", [(10, 0, 0.0), (12, 2, 1e-3),
-                                                           (7, 0.5, 0.0), (3, 1, 1e-4)])
+@pytest.mark.parametrize(
+    "epochs, warmup_epochs, min_lr", [(10, 0, 0.0), (12, 2, 1e-3), (7, 0.5, 0.0), (3, 1, 1e-4)]
+)
 def test_cosine_matches_its_formula_at_every_step(epochs, warmup_epochs, min_lr):
     schedule = build("cosine", epochs=epochs, warmup_epochs=warmup_epochs, min_lr=min_lr)
     steps = range(0, (epochs + 2) * STEPS)
     assert [float(schedule(step)) for step in steps] == pytest.approx(
-        [cosine_formula(step, epochs=epochs, warmup_epochs=warmup_epochs, min_lr=min_lr)
-         for step in steps], rel=1e-5, abs=1e-9)
+        [
+            cosine_formula(step, epochs=epochs, warmup_epochs=warmup_epochs, min_lr=min_lr)
+            for step in steps
+        ],
+        rel=1e-5,
+        abs=1e-9,
+    )
 
 
 def test_step_and_exponential_agree_with_keras_exponential_decay_without_floor_or_warmup():
     """Where Keras' ExponentialDecay covers ours (no min_lr floor, no warmup) the values agree;
     ours stays for the floor and the warmup every schedule here has (see training.schedules)."""
-    keras_step = keras.optimizers.schedules.ExponentialDecay(BASE_LR, 10 * STEPS, 0.5,
-                                                             staircase=True)
+    keras_step = keras.optimizers.schedules.ExponentialDecay(
+        BASE_LR, 10 * STEPS, 0.5, staircase=True
+    )
     keras_exponential = keras.optimizers.schedules.ExponentialDecay(BASE_LR, STEPS, 0.95)
     step, exponential = build("step", step_epochs=10, step_factor=0.5), build("exponential")
     steps = range(0, 30 * STEPS, 3)
     assert [float(step(s)) for s in steps] == pytest.approx(
-        [float(keras_step(s)) for s in steps], rel=1e-6)
+        [float(keras_step(s)) for s in steps], rel=1e-6
+    )
     assert [float(exponential(s)) for s in steps] == pytest.approx(
-        [float(keras_exponential(s)) for s in steps], rel=1e-5)
+        [float(keras_exponential(s)) for s in steps], rel=1e-5
+    )

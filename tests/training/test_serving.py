@@ -23,8 +23,10 @@ PER_CLASS = {"train": 30, "test": 10}
 # the input), a served photo once, so they are left out of this exact comparison.
 ODD_SIZES = {"IMG_5874.JPG", "IMG_5935.JPG", "IMG_5978.JPG"}
 CONVERTERS = {"litert": ["ai_edge_litert"], "onnx": ["tf2onnx", "onnxruntime"]}
-MISSING = {fmt: [m for m in modules if importlib.util.find_spec(m) is None]
-           for fmt, modules in CONVERTERS.items()}
+MISSING = {
+    fmt: [m for m in modules if importlib.util.find_spec(m) is None]
+    for fmt, modules in CONVERTERS.items()
+}
 
 
 def needs(name):
@@ -45,7 +47,7 @@ def photos(shared_datasets, tmp_path_factory):
         start = 0
         for split, count in PER_CLASS.items():
             (root / split / class_dir.name).mkdir(parents=True)
-            for photo in files[start:start + count]:
+            for photo in files[start : start + count]:
                 (root / split / class_dir.name / photo.name).symlink_to(photo)
             start += count
     return root
@@ -54,24 +56,36 @@ def photos(shared_datasets, tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(photos, tmp_path_factory):
     """lenet5 at 32x32 RGB, float32, trained briefly on the photos, with every format exported."""
-    config = TrainConfig().replace({
-        "epochs": 8,
-        "data": {"dataset": str(photos), "image_size": 32, "val_split": 0.1},
-        "hardware": {"precision": "float32"},
-        "callbacks": {"early_stopping_patience": 0},
-        "output": {"output_dir": str(tmp_path_factory.mktemp("runs")), "run_name": "signs"},
-    })
+    config = TrainConfig().replace(
+        {
+            "epochs": 8,
+            "data": {"dataset": str(photos), "image_size": 32, "val_split": 0.1},
+            "hardware": {"precision": "float32"},
+            "callbacks": {"early_stopping_patience": 0},
+            "output": {"output_dir": str(tmp_path_factory.mktemp("runs")), "run_name": "signs"},
+        }
+    )
     result = train(config)
     formats = [name for name, missing in MISSING.items() if not missing]
-    written = export.export_run(result.run_dir, formats=formats,
-                                quantize=["none", "float16", "int8"]) if formats else {}
+    written = (
+        export.export_run(result.run_dir, formats=formats, quantize=["none", "float16", "int8"])
+        if formats
+        else {}
+    )
     prepared = trainer.prepare_data(config)
     pixels = np.stack([image for image, _ in prepared.test.as_numpy_iterator()])
     labels = np.array([label for _, label in prepared.test.as_numpy_iterator()])
     files = sorted(str(p) for p in (photos / "test").rglob("*.JPG"))
-    return {"dir": result.run_dir, "model": result.model, "written": written, "pixels": pixels,
-            "labels": labels, "files": files, "metrics": result.metrics,
-            "expected": result.model.predict(pixels, verbose=0)}
+    return {
+        "dir": result.run_dir,
+        "model": result.model,
+        "written": written,
+        "pixels": pixels,
+        "labels": labels,
+        "files": files,
+        "metrics": result.metrics,
+        "expected": result.model.predict(pixels, verbose=0),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +94,20 @@ def served(run, tmp_path_factory):
     work = tmp_path_factory.mktemp("check")
     np.savez(work / "inputs.npz", pixels=run["pixels"], files=np.array(run["files"]))
     saved_model = str(run["dir"] / "serving" / "1")
-    jobs = [[kind, kind, saved_model] for kind in
-            ("saved_model_bytes", "saved_model_uint8", "saved_model_float")]
+    jobs = [
+        [kind, kind, saved_model]
+        for kind in ("saved_model_bytes", "saved_model_uint8", "saved_model_float")
+    ]
     jobs += [[name, name.split("_")[0], str(path)] for name, path in run["written"].items()]
-    (work / "jobs.json").write_text(json.dumps({"inputs": str(work / "inputs.npz"),
-                                                "jobs": jobs}))
-    result = subprocess.run([sys.executable, str(CHECKER), str(work / "jobs.json")], cwd=work,
-                            capture_output=True, text=True, timeout=300, check=False)
+    (work / "jobs.json").write_text(json.dumps({"inputs": str(work / "inputs.npz"), "jobs": jobs}))
+    result = subprocess.run(
+        [sys.executable, str(CHECKER), str(work / "jobs.json")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output.pop("project_modules") == []
@@ -99,8 +120,9 @@ def test_the_test_photos_are_the_runs_test_split_in_order(run):
     assert [int(pathlib.Path(f).parent.name) for f in run["files"]] == run["labels"].tolist()
 
 
-@pytest.mark.parametrize("name", ["saved_model_bytes", "saved_model_uint8", "saved_model_float",
-                                  "litert_none", "onnx"])
+@pytest.mark.parametrize(
+    "name", ["saved_model_bytes", "saved_model_uint8", "saved_model_float", "litert_none", "onnx"]
+)
 def test_float32_formats_match_the_keras_model(served, run, name):
     needs(name)
     expected = run["expected"]
@@ -128,7 +150,8 @@ def test_signatures_carry_the_class_names(run):
     loaded, names = serving.load(run["dir"])
     assert names == [str(digit) for digit in range(10)]
     outputs = loaded.signatures["serving_bytes"](
-        image_bytes=tf.constant([pathlib.Path(f).read_bytes() for f in run["files"][::25]]))
+        image_bytes=tf.constant([pathlib.Path(f).read_bytes() for f in run["files"][::25]])
+    )
     expected = run["expected"][::25].argmax(1)
     assert outputs["class_id"].numpy().tolist() == expected.tolist()
     assert [n.decode() for n in outputs["class_name"].numpy()] == [str(i) for i in expected]
@@ -141,8 +164,9 @@ def test_a_gray_photo_is_converted_to_rgb_as_in_training(run, tmp_path):
     photo = tf.io.decode_jpeg(pathlib.Path(run["files"][0]).read_bytes())
     gray = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(photo, tf.float32))), tf.uint8)
     served = loaded.signatures["serving_default"](image=gray[None])["probabilities"].numpy()
-    as_rgb = tf.image.resize(tf.cast(tf.image.grayscale_to_rgb(gray), tf.float32), (32, 32),
-                             antialias=True)
+    as_rgb = tf.image.resize(
+        tf.cast(tf.image.grayscale_to_rgb(gray), tf.float32), (32, 32), antialias=True
+    )
     np.testing.assert_allclose(served, run["model"].predict(as_rgb[None], verbose=0), atol=1e-5)
 
 
@@ -150,8 +174,13 @@ def test_saved_model_cli_lists_the_three_signatures(run):
     cli = shutil.which("saved_model_cli")
     if cli is None:
         pytest.skip("saved_model_cli (installed with tensorflow) is not on PATH")
-    result = subprocess.run([cli, "show", "--all", "--dir", str(run["dir"] / "serving" / "1")],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [cli, "show", "--all", "--dir", str(run["dir"] / "serving" / "1")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for signature in serving.SIGNATURES:
         assert f"signature_def['{signature}']" in result.stdout
@@ -192,8 +221,9 @@ def test_evaluate_writes_metrics_pictures_and_a_table(run, capsys):
 
 def test_evaluate_on_another_dataset_with_the_same_classes(run, photos, tmp_path):
     # The test/ folder alone is a dataset of its own: its carved test split is 10 photos.
-    metrics = evaluate.evaluate_run(run["dir"], dataset=photos / "test", throughput_batches=(1,),
-                                    throughput_seconds=0.01)
+    metrics = evaluate.evaluate_run(
+        run["dir"], dataset=photos / "test", throughput_batches=(1,), throughput_seconds=0.01
+    )
     assert metrics["dataset"] == str(photos / "test") and metrics["num_examples"] == 10
     assert sum(row["support"] for row in metrics["per_class"].values()) == 10
     (tmp_path / "a").mkdir()
@@ -228,7 +258,8 @@ def test_predict_fails_only_when_nothing_could_be_read(run, tmp_path, capsys):
     with pytest.raises(SystemExit, match="none of the images could be read"):
         predict.main([str(run["dir"]), str(broken), str(tmp_path / "missing.jpg")])
     assert f"skipped {tmp_path / 'missing.jpg'}: No such file or directory" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_predict_on_a_folder(run):
@@ -245,8 +276,11 @@ def test_int8_without_the_training_data_fails_and_touches_nothing(run, tmp_path)
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
 
-    with pytest.raises(FileNotFoundError, match="int8 quantization calibrates on the run's own "
-                                                "training data .*gone.* Nothing was exported"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="int8 quantization calibrates on the run's own "
+        "training data .*gone.* Nothing was exported",
+    ):
         export.export_run(copy, formats=["saved_model", "litert"], quantize=["none", "int8"])
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
@@ -265,6 +299,8 @@ def test_export_command_adds_a_new_saved_model_version(run, capsys):
 def test_commands_refuse_a_directory_without_an_exported_model(tmp_path):
     for command in (evaluate.main, predict.main):
         args = [str(tmp_path)] + (["photo.jpg"] if command is predict.main else [])
-        with pytest.raises(SystemExit, match="holds no exported SavedModel .*python -m training.run"):
+        with pytest.raises(
+            SystemExit, match="holds no exported SavedModel .*python -m training.run"
+        ):
             command(args)
     assert list(tmp_path.iterdir()) == []

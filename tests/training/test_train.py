@@ -43,12 +43,25 @@ def test_embedded_default_reaches_95_percent_on_digits(default_run):
 
 def test_a_run_leaves_everything_behind(default_run):
     run = default_run.run_dir
-    for name in ("model.keras", "serving/1/saved_model.pb", "config.yaml", "history.csv", "metrics.json",
-                 "curves.png", "class_names.json"):
+    for name in (
+        "model.keras",
+        "serving/1/saved_model.pb",
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "curves.png",
+        "class_names.json",
+    ):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_top5_accuracy", "test_loss", "epochs_completed",
-                "train_seconds", "images_per_second"):
+    for key in (
+        "test_accuracy",
+        "test_top5_accuracy",
+        "test_loss",
+        "epochs_completed",
+        "train_seconds",
+        "images_per_second",
+    ):
         assert key in metrics
     assert metrics["epochs_completed"] == len(default_run.history["loss"])
     # Epochs count from 1 everywhere: history.csv, curves.png and best_epoch agree.
@@ -101,7 +114,9 @@ class CrashAfterEpoch(keras.callbacks.Callback):
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
-    config = quick_config(tmp_path, epochs=4, output__run_name="resumable", callbacks__early_stopping_patience=0)
+    config = quick_config(
+        tmp_path, epochs=4, output__run_name="resumable", callbacks__early_stopping_patience=0
+    )
     with pytest.raises(Crash):
         train(config, extra_callbacks=[CrashAfterEpoch(2)])
     run_dir = tmp_path / "resumable"
@@ -126,7 +141,9 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 
 
 def test_empty_splits_are_refused_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"validation split is empty .*early stopping.*best\.keras"):
+    with pytest.raises(
+        ValueError, match=r"validation split is empty .*early stopping.*best\.keras"
+    ):
         train(quick_config(tmp_path, data__val_split=0.0))
     with pytest.raises(ValueError, match="test split is empty"):
         train(quick_config(tmp_path, data__test_split=0.0))
@@ -134,10 +151,20 @@ def test_empty_splits_are_refused_before_training(tmp_path):
 
 
 def test_the_val_accuracy_drop_stop_needs_a_validation_split(tmp_path):
-    with pytest.raises(ValueError, match=r"validation split is empty .*but the val_accuracy drop "
-                                         r"stop \(--max-val-drop\) watch"):
-        train(quick_config(tmp_path, data__val_split=0.0, callbacks__early_stopping_patience=0,
-                           callbacks__checkpoint_best=False, callbacks__max_val_drop=0.1))
+    with pytest.raises(
+        ValueError,
+        match=r"validation split is empty .*but the val_accuracy drop "
+        r"stop \(--max-val-drop\) watch",
+    ):
+        train(
+            quick_config(
+                tmp_path,
+                data__val_split=0.0,
+                callbacks__early_stopping_patience=0,
+                callbacks__checkpoint_best=False,
+                callbacks__max_val_drop=0.1,
+            )
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -150,7 +177,10 @@ def test_the_same_seed_repeats_a_run(tmp_path):
 def test_cli_rejects_bad_values_before_training(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "training.run", "--lr", "-1", "--output-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "optimizer.lr must be > 0, got -1.0" in result.stderr
@@ -159,30 +189,52 @@ def test_cli_rejects_bad_values_before_training(tmp_path):
 
 def test_cli_trains_and_reports_json(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "training.run", "--epochs", "1", "--output-dir", str(tmp_path),
-         "--model", "stagewise_cnn", "--image-size", "16"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "training.run",
+            "--epochs",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            "--model",
+            "stagewise_cnn",
+            "--image-size",
+            "16",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # Keras prints one line per epoch to stdout when it is not a terminal; the report is last.
-    report = json.loads(result.stdout[result.stdout.index("\n{") + 1:])
+    report = json.loads(result.stdout[result.stdout.index("\n{") + 1 :])
     assert report["epochs_completed"] == 1
     assert (tmp_path / "stagewise_cnn-digits" / "serving" / "1").is_dir()
     # Not a terminal: one line per epoch (steps, time, metrics), no progress bar redraws.
-    epoch_lines = re.findall(r"^\d+/\d+ - \d+s - .*val_loss: .*learning_rate: ", result.stdout,
-                             re.M)
+    epoch_lines = re.findall(
+        r"^\d+/\d+ - \d+s - .*val_loss: .*learning_rate: ", result.stdout, re.M
+    )
     assert len(epoch_lines) == 1 and "\r" not in result.stdout
 
 
 @pytest.mark.slow
 def test_lenet5_reaches_98_percent_on_mnist_in_one_epoch(tmp_path, shared_datasets, mnist_data_dir):
-    result = train(TrainConfig().replace({
-        "epochs": 1,
-        "data": {"dataset": "mnist", "manual_dir": str(shared_datasets / "mnist"),
-                 "data_dir": str(mnist_data_dir)},
-        "output": {"output_dir": str(tmp_path)},
-    }))
+    result = train(
+        TrainConfig().replace(
+            {
+                "epochs": 1,
+                "data": {
+                    "dataset": "mnist",
+                    "manual_dir": str(shared_datasets / "mnist"),
+                    "data_dir": str(mnist_data_dir),
+                },
+                "output": {"output_dir": str(tmp_path)},
+            }
+        )
+    )
     assert result.metrics["num_examples"]["test"] == 10_000
     # The default config (adam 2e-3 annealed by cosine, label smoothing 0.1, batch 32) measures
     # 0.9824 here, deterministically (seed 1: 0.9839).
@@ -198,8 +250,13 @@ def test_init_from_a_previous_run_starts_from_its_weights(default_run, tmp_path)
     for got, want in zip(model.get_layer("lenet5").get_weights(), trained_backbone.get_weights()):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="init_from must be a run directory holding model.keras"):
-        build_model(config.replace({"model": {"init_from": str(tmp_path)}}), (32, 32, 1), 10,
-                    mean=[0.0], std=[1.0])
+        build_model(
+            config.replace({"model": {"init_from": str(tmp_path)}}),
+            (32, 32, 1),
+            10,
+            mean=[0.0],
+            std=[1.0],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -214,13 +271,17 @@ def two_signs(shared_datasets, tmp_path_factory):
 
 
 def test_binary_trains_one_sigmoid_unit_and_exports_it(two_signs, tmp_path):
-    result = train(TrainConfig().replace({
-        "epochs": 10,
-        "model": {"binary": True},
-        "data": {"dataset": str(two_signs), "test_split": 0.25},
-        "hardware": {"precision": "float32"},
-        "output": {"output_dir": str(tmp_path)},
-    }))
+    result = train(
+        TrainConfig().replace(
+            {
+                "epochs": 10,
+                "model": {"binary": True},
+                "data": {"dataset": str(two_signs), "test_split": 0.25},
+                "hardware": {"precision": "float32"},
+                "output": {"output_dir": str(tmp_path)},
+            }
+        )
+    )
     model = result.model
     assert model.output_shape == (None, 1)
     assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
@@ -243,8 +304,11 @@ def test_binary_trains_one_sigmoid_unit_and_exports_it(two_signs, tmp_path):
 
 
 def test_binary_needs_exactly_two_classes_before_a_run_directory_exists(tmp_path):
-    with pytest.raises(ValueError, match=r"--binary needs a dataset of exactly two classes, but "
-                                         r"digits has 10 \(0, 1, 2, .*9\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"--binary needs a dataset of exactly two classes, but "
+        r"digits has 10 \(0, 1, 2, .*9\)",
+    ):
         train(quick_config(tmp_path, model__binary=True))
     assert list(tmp_path.iterdir()) == []
 
@@ -273,8 +337,12 @@ def test_leaky_slope_sets_the_slope_of_every_leaky_relu_in_the_model():
 
     config = TrainConfig().replace({"model": {"activation": "leaky_relu", "leaky_slope": 0.05}})
     model = build_model(config, (32, 32, 1), 10, [0.0], [1.0])
-    leaky = [layer for layer in model.get_layer("lenet5").layers
-             if isinstance(layer, keras.layers.LeakyReLU)]
+    leaky = [
+        layer
+        for layer in model.get_layer("lenet5").layers
+        if isinstance(layer, keras.layers.LeakyReLU)
+    ]
     assert leaky and all(layer.negative_slope == pytest.approx(0.05) for layer in leaky)
-    np.testing.assert_allclose(leaky[0](np.array([[-2.0, 3.0]], "float32")), [[-0.1, 3.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        leaky[0](np.array([[-2.0, 3.0]], "float32")), [[-0.1, 3.0]], rtol=1e-6
+    )

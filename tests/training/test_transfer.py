@@ -37,8 +37,9 @@ def one_step(optimizer, scaled_multiplier=None):
     model.compile(optimizer=optimizer, loss="mse")
     x = np.random.default_rng(1).normal(size=(8, 4)).astype("float32")
     y = np.random.default_rng(2).normal(size=(8, 2)).astype("float32")
-    before = {layer: model.get_layer(layer).get_weights() for layer in ("backbone_dense",
-                                                                         "head_dense")}
+    before = {
+        layer: model.get_layer(layer).get_weights() for layer in ("backbone_dense", "head_dense")
+    }
     model.train_on_batch(x, y)
     after = {layer: model.get_layer(layer).get_weights() for layer in before}
     return {layer: [a - b for a, b in zip(after[layer], before[layer])] for layer in before}
@@ -48,8 +49,9 @@ def test_backbone_updates_are_the_multiplier_times_sgd_with_a_schedule_and_weigh
     from training.schedules import build_learning_rate
 
     def sgd():
-        schedule = build_learning_rate("cosine", base_lr=0.1, epochs=3, steps_per_epoch=2,
-                                       warmup_epochs=1)
+        schedule = build_learning_rate(
+            "cosine", base_lr=0.1, epochs=3, steps_per_epoch=2, warmup_epochs=1
+        )
         return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=0.05)
 
     plain, scaled = one_step(sgd()), one_step(sgd(), scaled_multiplier=0.1)
@@ -108,8 +110,12 @@ def test_classes_and_a_seeded_stratified_subset_per_class():
 
 
 def digits_config(tmp_path, **sections):
-    values = {"epochs": 2, "output": {"output_dir": str(tmp_path)},
-              "hardware": {"precision": "float32"}, **sections}
+    values = {
+        "epochs": 2,
+        "output": {"output_dir": str(tmp_path)},
+        "hardware": {"precision": "float32"},
+        **sections,
+    }
     return TrainConfig().replace(values)
 
 
@@ -118,24 +124,38 @@ def source_run(tmp_path_factory):
     """LeNet-5 with BatchNorm on the digits 0-4: BatchNorm's statistics show whether a frozen
     layer ran in inference mode."""
     output = tmp_path_factory.mktemp("source")
-    return train(digits_config(output, data={"classes": [0, 1, 2, 3, 4]},
-                               model={"normalization": "batch"},
-                               output={"output_dir": str(output), "run_name": "source"}))
+    return train(
+        digits_config(
+            output,
+            data={"classes": [0, 1, 2, 3, 4]},
+            model={"normalization": "batch"},
+            output={"output_dir": str(output), "run_name": "source"},
+        )
+    )
 
 
 def adapted(tmp_path, source_run, **sections):
     sections.setdefault("data", {"classes": "5,6,7,8,9", "subset_per_class": 20})
-    sections["model"] = {"normalization": "batch", "init_from": str(source_run.run_dir),
-                         **sections.get("model", {})}
+    sections["model"] = {
+        "normalization": "batch",
+        "init_from": str(source_run.run_dir),
+        **sections.get("model", {}),
+    }
     return digits_config(tmp_path, **sections)
 
 
 def changed_layers(source, adapted_model):
     """The backbone layers whose weights (BatchNorm's moving statistics included) changed."""
     before, after = (model.get_layer("lenet5") for model in (source, adapted_model))
-    return [layer.name for layer in after.layers if layer.weights and any(
-        not np.array_equal(a, b)
-        for a, b in zip(layer.get_weights(), before.get_layer(layer.name).get_weights()))]
+    return [
+        layer.name
+        for layer in after.layers
+        if layer.weights
+        and any(
+            not np.array_equal(a, b)
+            for a, b in zip(layer.get_weights(), before.get_layer(layer.name).get_weights())
+        )
+    ]
 
 
 def test_linear_probe_trains_only_the_new_head(tmp_path, source_run, caplog):
@@ -147,7 +167,9 @@ def test_linear_probe_trains_only_the_new_head(tmp_path, source_run, caplog):
     assert json.loads((result.run_dir / "metrics.json").read_text())["trainable_params"] == 425
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0].startswith("Run ")
-    assert lines[1].startswith(f"Weights from {source_run.run_dir}: loaded 9 layers (c1_conv, c1_norm,")
+    assert lines[1].startswith(
+        f"Weights from {source_run.run_dir}: loaded 9 layers (c1_conv, c1_norm,"
+    )
     assert lines[1].endswith("new: predictions_dense")
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     source_config = (source_run.run_dir / "config.yaml").read_bytes()
@@ -157,24 +179,32 @@ def test_linear_probe_trains_only_the_new_head(tmp_path, source_run, caplog):
     }
     # The head saw the source's input normalization.
     standardize = result.model.get_layer("standardize")
-    np.testing.assert_array_equal(standardize.mean,
-                                  source_run.model.get_layer("standardize").mean)
+    np.testing.assert_array_equal(standardize.mean, source_run.model.get_layer("standardize").mean)
 
 
 def test_partial_freezes_everything_before_the_named_block(tmp_path, source_run):
-    result = train(adapted(tmp_path, source_run,
-                           transfer={"mode": "partial", "trainable_from": "c5"}))
+    result = train(
+        adapted(tmp_path, source_run, transfer={"mode": "partial", "trainable_from": "c5"})
+    )
     assert changed_layers(source_run.model, result.model) == [
-        "c5_conv", "c5_norm", "f6_dense", "predictions_dense"]  # c1..s4 frozen
+        "c5_conv",
+        "c5_norm",
+        "f6_dense",
+        "predictions_dense",
+    ]  # c1..s4 frozen
 
 
 def test_a_two_phase_run_resumes_in_its_second_phase(tmp_path, source_run):
     from tests.training.test_train import Crash, CrashAfterEpoch
 
-    config = adapted(tmp_path, source_run, epochs=4,
-                     transfer={"two_phase": True, "probe_epochs": 2},
-                     callbacks={"early_stopping_patience": 0},
-                     output={"output_dir": str(tmp_path), "run_name": "two"})
+    config = adapted(
+        tmp_path,
+        source_run,
+        epochs=4,
+        transfer={"two_phase": True, "probe_epochs": 2},
+        callbacks={"early_stopping_patience": 0},
+        output={"output_dir": str(tmp_path), "run_name": "two"},
+    )
     with pytest.raises(Crash):
         train(config, extra_callbacks=[CrashAfterEpoch(3)])
     assert (tmp_path / "two" / transfer.PROBE_WEIGHTS).exists()
@@ -188,8 +218,9 @@ def test_a_two_phase_run_resumes_in_its_second_phase(tmp_path, source_run):
 
 
 def test_feature_layer_puts_a_new_head_on_an_earlier_layer(tmp_path, source_run):
-    result = train(adapted(tmp_path, source_run,
-                           transfer={"mode": "linear_probe", "feature_layer": "c3_norm"}))
+    result = train(
+        adapted(tmp_path, source_run, transfer={"mode": "linear_probe", "feature_layer": "c3_norm"})
+    )
     assert result.model.get_layer("lenet5").output.shape[1:] == (10, 10, 16)
     assert result.metrics["trainable_params"] == 16 * 5 + 5  # pooled features -> 5 classes
 
@@ -198,8 +229,9 @@ def test_errors_come_before_any_run_directory(tmp_path, source_run):
     with pytest.raises(ValueError, match=r"does not match lenet5_modern.*c3_conv \(source"):
         train(adapted(tmp_path, source_run, model={"name": "lenet5_modern"}))
     with pytest.raises(ConfigError, match=r"'c5conv' names no layer.*nearby names: c5_conv"):
-        train(adapted(tmp_path, source_run,
-                      transfer={"mode": "partial", "trainable_from": "c5conv"}))
+        train(
+            adapted(tmp_path, source_run, transfer={"mode": "partial", "trainable_from": "c5conv"})
+        )
     with pytest.raises(ConfigError, match=r"--feature-layer 'f7_dense'.*f6_dense"):
         train(adapted(tmp_path, source_run, transfer={"feature_layer": "f7_dense"}))
     assert list(tmp_path.iterdir()) == []
@@ -226,7 +258,11 @@ def test_help_shows_the_table(capsys):
 def run_cli(args, keras_home, tmp_path):
     return subprocess.run(
         [sys.executable, "-m", "training.run", *args, "--output-dir", str(tmp_path / "runs")],
-        check=False, cwd=REPO, capture_output=True, text=True, timeout=600,
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 
@@ -235,16 +271,23 @@ def run_cli(args, keras_home, tmp_path):
 def tiny_rgb(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
-             y_train=np.arange(24) % 2, x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-             y_test=np.arange(8) % 2)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8),
+        y_train=np.arange(24) % 2,
+        x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(8) % 2,
+    )
     return path
 
 
 @pytest.mark.slow  # a subprocess: Keras reads KERAS_HOME once, when it is imported
 def test_imagenet_offline_without_the_file_fails_at_once_naming_it(tmp_path, tiny_rgb):
-    result = run_cli(["--model", "mobilenet", "--init-from", "imagenet", "--dataset",
-                      str(tiny_rgb)], tmp_path / "empty_home", tmp_path)
+    result = run_cli(
+        ["--model", "mobilenet", "--init-from", "imagenet", "--dataset", str(tiny_rgb)],
+        tmp_path / "empty_home",
+        tmp_path,
+    )
     assert result.returncode != 0
     assert "mobilenet_1_0_224_tf_no_top.h5" in result.stderr
     assert str(tmp_path / "empty_home" / "models") in result.stderr
@@ -262,20 +305,40 @@ def test_imagenet_weights_from_keras_cache_with_their_preprocessing_inside(tmp_p
     from zoo.weights import weighted_layers
 
     keras.utils.set_random_seed(3)
-    reference = keras.applications.MobileNet(include_top=False, weights=None,
-                                             input_shape=(32, 32, 3))
+    reference = keras.applications.MobileNet(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
     (tmp_path / "home" / "models").mkdir(parents=True)
     with h5py.File(tmp_path / "home" / "models" / "mobilenet_1_0_224_tf_no_top.h5", "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
 
-    result = run_cli(["--model", "mobilenet", "--init-from", "imagenet", "--dataset",
-                      str(tiny_rgb), "--transfer", "linear_probe", "--epochs", "1",
-                      "--run-name", "net", "--precision", "float32"], tmp_path / "home", tmp_path)
+    result = run_cli(
+        [
+            "--model",
+            "mobilenet",
+            "--init-from",
+            "imagenet",
+            "--dataset",
+            str(tiny_rgb),
+            "--transfer",
+            "linear_probe",
+            "--epochs",
+            "1",
+            "--run-name",
+            "net",
+            "--precision",
+            "float32",
+        ],
+        tmp_path / "home",
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "net"
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["transfer"]["source"] == {"init_from": "imagenet",
-                                           "weights_file": "mobilenet_1_0_224_tf_no_top.h5"}
+    assert saved["transfer"]["source"] == {
+        "init_from": "imagenet",
+        "weights_file": "mobilenet_1_0_224_tf_no_top.h5",
+    }
     model = keras.saving.load_model(run / "model.keras")
     backbone = model.get_layer("mobilenet")
     loaded = [w for layer in weighted_layers(backbone)[:-1] for w in layer.get_weights()]
@@ -300,8 +363,11 @@ def mnist_comparison(tmp_path_factory, shared_datasets):
     output = tmp_path_factory.mktemp("transfer_mnist")
     mnist = transfer_mnist.mnist_npz(output)
     transfer_mnist.run(transfer_mnist.pretrain_flags(output, mnist))
-    return transfer_mnist, output, ["--dataset", str(mnist), "--classes",
-                                    transfer_mnist.TARGET_CLASSES]
+    return (
+        transfer_mnist,
+        output,
+        ["--dataset", str(mnist), "--classes", transfer_mnist.TARGET_CLASSES],
+    )
 
 
 @pytest.mark.slow
@@ -309,8 +375,9 @@ def test_at_5_images_per_class_transfer_beats_scratch_by_5_points(mnist_comparis
     transfer_mnist, output, dataset_flags = mnist_comparison
     accuracy = {}
     for mode in ("scratch", "finetune_lr_x1"):
-        flags = transfer_mnist.adapt_flags(output / "source", mode, 5, 0, output / "adapt",
-                                           dataset_flags)
+        flags = transfer_mnist.adapt_flags(
+            output / "source", mode, 5, 0, output / "adapt", dataset_flags
+        )
         result = transfer_mnist.run(flags)
         assert result.metrics["num_examples"]["train"] == 25
         assert result.metrics["num_examples"]["test"] == 4861  # every 5-9 test image

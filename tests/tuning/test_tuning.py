@@ -42,8 +42,13 @@ SPACE = {
 
 
 def settings(tmp_path, **overrides):
-    values = {"name": "digits", "output_dir": str(tmp_path), "max_trials": 3, "epochs": 3,
-              "patience": 0}
+    values = {
+        "name": "digits",
+        "output_dir": str(tmp_path),
+        "max_trials": 3,
+        "epochs": 3,
+        "patience": 0,
+    }
     return SearchSettings(**{**values, **overrides})
 
 
@@ -57,8 +62,13 @@ def read_csv(path):
 
 def test_default_space_has_the_family_knobs_on_the_right_scales():
     space = spaces.default_space("stagewise_cnn")
-    assert space["optimizer.lr"] == {"type": "float", "min": 1e-5, "max": 1e-1,
-                                     "sampling": "log", "default": 1e-3}
+    assert space["optimizer.lr"] == {
+        "type": "float",
+        "min": 1e-5,
+        "max": 1e-1,
+        "sampling": "log",
+        "default": 1e-3,
+    }
     assert space["data.batch_size"]["values"] == [32, 64, 128]
     assert space["model.activation"]["values"] == ["relu", "leaky_relu", "elu", "swish", "gelu"]
     assert space["model.options.kernel_size"]["values"] == [3, 5]
@@ -80,8 +90,13 @@ def test_space_yaml_overrides_narrows_removes_and_fixed_values_win():
         },
         fixed={"data": {"batch_size": 16}, "optimizer": {"name": "sgd"}},
     )
-    assert space["optimizer.lr"] == {"type": "float", "min": 1e-4, "max": 1e-2,
-                                     "sampling": "log", "default": 1e-3}
+    assert space["optimizer.lr"] == {
+        "type": "float",
+        "min": 1e-4,
+        "max": 1e-2,
+        "sampling": "log",
+        "default": 1e-3,
+    }
     assert space["model.options.filters"] == {"type": "int", "min": 8, "max": 64, "step": 8}
     assert "model.activation" not in space
     assert space["model.options.squeeze_excitation"] == {"type": "boolean"}
@@ -91,8 +106,12 @@ def test_space_yaml_overrides_narrows_removes_and_fixed_values_win():
     adam = spaces.resolve_space("stagewise_cnn", {}, fixed={"optimizer": {"name": "adam"}})
     assert "optimizer.momentum" not in adam
     # Narrowing below a default drops the default rather than failing.
-    assert "default" not in spaces.resolve_space(
-        "stagewise_cnn", {"model.options.num_stages": {"min": 1, "max": 2}})["model.options.num_stages"]
+    assert (
+        "default"
+        not in spaces.resolve_space(
+            "stagewise_cnn", {"model.options.num_stages": {"min": 1, "max": 2}}
+        )["model.options.num_stages"]
+    )
 
 
 def test_sampled_values_become_the_trial_config_with_fixed_options_kept():
@@ -108,8 +127,13 @@ def test_sampled_values_become_the_trial_config_with_fixed_options_kept():
     hp.ensure_active_values()  # what KerasTuner does for a new trial's values
     assert 0.9 <= hypermodel.sample(hp, space)["optimizer.momentum"] <= 0.999
     config = hypermodel.apply_values(from_dict(copy.deepcopy(FIXED)), values)
-    assert config.model.options == {"dense_layers": 0, "convs_per_stage": 1, "num_stages": 1,
-                                    "filters": 4, "kernel_size": 3}
+    assert config.model.options == {
+        "dense_layers": 0,
+        "convs_per_stage": 1,
+        "num_stages": 1,
+        "filters": 4,
+        "kernel_size": 3,
+    }
     assert config.optimizer.lr == 3e-3 and config.data.batch_size == 64
 
 
@@ -134,37 +158,70 @@ def test_momentum_is_sampled_as_one_minus_m_on_a_log_scale():
     hp.values["1-optimizer.momentum"] = 0.001
     assert hypermodel.sample(hp, space)["optimizer.momentum"] == 0.999
     with pytest.raises(ValueError, match="log_one_minus sampling .* needs a float range below 1"):
-        spaces.check_entry("optimizer.momentum", {"type": "float", "min": 0.9, "max": 1.0,
-                                                  "sampling": "log_one_minus"})
+        spaces.check_entry(
+            "optimizer.momentum",
+            {"type": "float", "min": 0.9, "max": 1.0, "sampling": "log_one_minus"},
+        )
 
 
-@pytest.mark.parametrize("space, search, message", [
-    ({}, {"tuner": "annealing"}, "Unknown tuner 'annealing'"),
-    ({}, {"objective": "test_accuracy"}, "Unknown objective 'test_accuracy'"),
-    ({"optimizer.lrr": {"type": "float", "min": 0.1, "max": 1.0}}, {},
-     "not a training-config path. Did you mean optimizer.lr?"),
-    ({"optimizer.lr": {"min": 0.1, "max": 0.01}}, {}, "min must be below max"),
-    ({"model.options.depth": {"type": "choice", "values": [2, 3]}}, {},
-     "stagewise_cnn has no option 'depth'"),
-    ({"data.fit": {"type": "choice", "values": ["resize", "pad"]}}, {}, "fixed for a whole search"),
-    ({"augment.preset": {"values": ["none", "wild"]}}, {}, "the value 'wild' is not valid"),
-    ({"optimizer.lr": {"type": "float", "min": 0.0, "max": 0.1, "sampling": "log"}}, {},
-     "log sampling needs min > 0"),
-    ({"model.dropout": {"type": "float", "min": 0, "max": 0.5, "values": [0.1]}}, {},
-     "a float entry does not take values"),
-    ({}, {"chief": "127.0.0.1:9000"}, "needs both --chief HOST:PORT and --worker-id"),
-    ({}, {"hyperband_factor": 1}, "search.hyperband_factor must be an integer >= 2, got 1"),
-    # Every value is validated as a trial's config would be: each choice, both ends of a range.
-    ({"optimizer.name": {"values": ["sgd", "lamb"]}}, {},
-     "space optimizer.name: the value 'lamb' is not valid: Unknown optimizer 'lamb'"),
-    ({"model.activation": {"values": ["relu", "mish"]}}, {},
-     "the value 'mish' is not valid: Unknown model.activation 'mish'"),
-    ({"optimizer.momentum": {"type": "float", "min": 0.5, "max": 1.0}}, {},
-     "the value 1.0 is not valid: optimizer.momentum must be in [0, 1), got 1.0"),
-    ({"schedule.step_factor": {"type": "float", "min": 0.1, "max": 1.5}}, {},
-     "the value 1.5 is not valid: schedule.step_factor must be in (0, 1), got 1.5"),
-    ({"data.batch_size": {"values": [0, 32]}}, {}, "data.batch_size must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "space, search, message",
+    [
+        ({}, {"tuner": "annealing"}, "Unknown tuner 'annealing'"),
+        ({}, {"objective": "test_accuracy"}, "Unknown objective 'test_accuracy'"),
+        (
+            {"optimizer.lrr": {"type": "float", "min": 0.1, "max": 1.0}},
+            {},
+            "not a training-config path. Did you mean optimizer.lr?",
+        ),
+        ({"optimizer.lr": {"min": 0.1, "max": 0.01}}, {}, "min must be below max"),
+        (
+            {"model.options.depth": {"type": "choice", "values": [2, 3]}},
+            {},
+            "stagewise_cnn has no option 'depth'",
+        ),
+        (
+            {"data.fit": {"type": "choice", "values": ["resize", "pad"]}},
+            {},
+            "fixed for a whole search",
+        ),
+        ({"augment.preset": {"values": ["none", "wild"]}}, {}, "the value 'wild' is not valid"),
+        (
+            {"optimizer.lr": {"type": "float", "min": 0.0, "max": 0.1, "sampling": "log"}},
+            {},
+            "log sampling needs min > 0",
+        ),
+        (
+            {"model.dropout": {"type": "float", "min": 0, "max": 0.5, "values": [0.1]}},
+            {},
+            "a float entry does not take values",
+        ),
+        ({}, {"chief": "127.0.0.1:9000"}, "needs both --chief HOST:PORT and --worker-id"),
+        ({}, {"hyperband_factor": 1}, "search.hyperband_factor must be an integer >= 2, got 1"),
+        # Every value is validated as a trial's config would be: each choice, both ends of a range.
+        (
+            {"optimizer.name": {"values": ["sgd", "lamb"]}},
+            {},
+            "space optimizer.name: the value 'lamb' is not valid: Unknown optimizer 'lamb'",
+        ),
+        (
+            {"model.activation": {"values": ["relu", "mish"]}},
+            {},
+            "the value 'mish' is not valid: Unknown model.activation 'mish'",
+        ),
+        (
+            {"optimizer.momentum": {"type": "float", "min": 0.5, "max": 1.0}},
+            {},
+            "the value 1.0 is not valid: optimizer.momentum must be in [0, 1), got 1.0",
+        ),
+        (
+            {"schedule.step_factor": {"type": "float", "min": 0.1, "max": 1.5}},
+            {},
+            "the value 1.5 is not valid: schedule.step_factor must be in (0, 1), got 1.5",
+        ),
+        ({"data.batch_size": {"values": [0, 32]}}, {}, "data.batch_size must be an integer >= 1"),
+    ],
+)
 def test_bad_input_fails_before_any_trial(tmp_path, space, search, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         run_search(copy.deepcopy(FIXED), settings(tmp_path, **search), space)
@@ -176,14 +233,19 @@ def test_options_of_builders_that_take_any_keyword_are_not_checked():
     config = from_dict({"model": {"name": "resnet20"}})
     spaces.check_values({"model.options.depth": {"type": "choice", "values": [2, 3]}}, config)
     with pytest.raises(ValueError, match="stagewise_cnn has no option 'depth'"):
-        spaces.check_values({"model.options.depth": {"type": "choice", "values": [2, 3]}},
-                            from_dict(copy.deepcopy(FIXED)))
+        spaces.check_values(
+            {"model.options.depth": {"type": "choice", "values": [2, 3]}},
+            from_dict(copy.deepcopy(FIXED)),
+        )
 
 
 def test_a_path_both_fixed_and_searched_is_an_error():
     with pytest.raises(ValueError, match="also fixes this path"):
-        spaces.resolve_space("stagewise_cnn", {"optimizer.name": {"values": ["sgd"]}},
-                             fixed={"optimizer": {"name": "adam"}})
+        spaces.resolve_space(
+            "stagewise_cnn",
+            {"optimizer.name": {"values": ["sgd"]}},
+            fixed={"optimizer": {"name": "adam"}},
+        )
 
 
 # ---------------------------------------------------------------------------- a search end to end
@@ -222,20 +284,32 @@ def search(tmp_path_factory):
     def with_extra(extra):
         def trial_callbacks(config, trial_dir, objective):
             return base_callbacks(config, trial_dir, objective) + extra(trial_dir.name)
+
         return trial_callbacks
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hypermodel, "_trial_callbacks", with_extra(
-            lambda trial: [InterruptAfter(2)] if trial == "trial_1" else []))
+        patch.setattr(
+            hypermodel,
+            "_trial_callbacks",
+            with_extra(lambda trial: [InterruptAfter(2)] if trial == "trial_1" else []),
+        )
         with pytest.raises(Interrupted):
             run_search(copy.deepcopy(FIXED), settings(output), SPACE)
     interrupted = {p.parent.name: p.read_text() for p in output.glob("digits/trial_*/trial.json")}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hypermodel, "_trial_callbacks", with_extra(
-            lambda trial: [RecordEpochs(epochs_run, trial)]))
+        patch.setattr(
+            hypermodel,
+            "_trial_callbacks",
+            with_extra(lambda trial: [RecordEpochs(epochs_run, trial)]),
+        )
         result = run_search(copy.deepcopy(FIXED), settings(output), SPACE)
-    return {"result": result, "dir": output / "digits", "interrupted": interrupted,
-            "epochs_run": epochs_run, "output": output}
+    return {
+        "result": result,
+        "dir": output / "digits",
+        "interrupted": interrupted,
+        "epochs_run": epochs_run,
+        "output": output,
+    }
 
 
 def test_resume_after_an_interruption_reruns_nothing_completed(search):
@@ -243,7 +317,9 @@ def test_resume_after_an_interruption_reruns_nothing_completed(search):
     # backup (epoch 3 only) and ran trial 2 whole.
     assert search["epochs_run"] == {"trial_1": [3], "trial_2": [1, 2, 3]}
     assert json.loads(search["interrupted"]["trial_0"])["status"] == "COMPLETED"
-    assert (search["dir"] / "trial_0" / "trial.json").read_text() == search["interrupted"]["trial_0"]
+    assert (search["dir"] / "trial_0" / "trial.json").read_text() == search["interrupted"][
+        "trial_0"
+    ]
     oracle = json.loads((search["dir"] / "oracle.json").read_text())
     assert oracle["run_times"] == {"0": 1, "1": 1, "2": 1}
     history = read_csv(search["dir"] / "trial_1" / "history.csv")
@@ -286,16 +362,18 @@ def test_the_plot_has_a_panel_per_numeric_hyperparameter(search):
     assert image.shape[1] == 1260 and image.shape[0] == 1020
 
 
-def test_best_config_is_a_training_config_the_trainer_runs_unchanged(search, tmp_path,
-                                                                     monkeypatch):
+def test_best_config_is_a_training_config_the_trainer_runs_unchanged(search, tmp_path, monkeypatch):
     path = search["dir"] / "best_config.yaml"
     values = yaml.safe_load(path.read_text())
     best = search["result"].rows[0]["hyperparameters"]
     config = from_dict(values)
-    assert config.model.options == {"dense_layers": 0, "convs_per_stage": 1,
-                                    "num_stages": best["model.options.num_stages"],
-                                    "filters": best["model.options.filters"],
-                                    "kernel_size": best["model.options.kernel_size"]}
+    assert config.model.options == {
+        "dense_layers": 0,
+        "convs_per_stage": 1,
+        "num_stages": best["model.options.num_stages"],
+        "filters": best["model.options.filters"],
+        "kernel_size": best["model.options.kernel_size"],
+    }
     assert config.optimizer.lr == best["optimizer.lr"]
     assert config.optimizer.name == best["optimizer.name"]
     assert config.data.batch_size == best["data.batch_size"]
@@ -312,8 +390,7 @@ def test_best_config_is_a_training_config_the_trainer_runs_unchanged(search, tmp
     assert (tmp_path / "saved_models" / "digits-best" / "serving" / "1").is_dir()
 
 
-def test_retrain_best_trains_on_train_plus_validation_and_exports(search, tmp_path,
-                                                                  monkeypatch):
+def test_retrain_best_trains_on_train_plus_validation_and_exports(search, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     again = run_search(copy.deepcopy(FIXED), settings(search["output"], retrain_best=True), SPACE)
     retrain = again.retrain
@@ -353,31 +430,67 @@ def test_cli_flags_files_and_sets_merge_into_the_sweep(tmp_path):
     from tuning.run import parse_args, sweep_from_args
 
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"data": {"batch_size": 16}, "search": {"tuner": "hyperband",
-                                                                          "max_epochs": 9}}))
-    fixed, settings, space = sweep_from_args(parse_args([
-        "--config", str(path), "--model", "stagewise_cnn", "--image-size", "16",
-        "--set", "optimizer.name=sgd", "--hyperband-factor", "4", "--max-epochs", "12",
-        "--overwrite", "--space", "augment.preset=null"]))
-    assert fixed == {"data": {"batch_size": 16, "image_size": 16},
-                     "model": {"name": "stagewise_cnn"}, "optimizer": {"name": "sgd"}}
+    path.write_text(
+        yaml.safe_dump(
+            {"data": {"batch_size": 16}, "search": {"tuner": "hyperband", "max_epochs": 9}}
+        )
+    )
+    fixed, settings, space = sweep_from_args(
+        parse_args(
+            [
+                "--config",
+                str(path),
+                "--model",
+                "stagewise_cnn",
+                "--image-size",
+                "16",
+                "--set",
+                "optimizer.name=sgd",
+                "--hyperband-factor",
+                "4",
+                "--max-epochs",
+                "12",
+                "--overwrite",
+                "--space",
+                "augment.preset=null",
+            ]
+        )
+    )
+    assert fixed == {
+        "data": {"batch_size": 16, "image_size": 16},
+        "model": {"name": "stagewise_cnn"},
+        "optimizer": {"name": "sgd"},
+    }
     assert (settings.tuner, settings.max_epochs, settings.hyperband_factor) == ("hyperband", 12, 4)
     assert settings.overwrite and settings.epochs == 10  # the default
     assert space == {"augment.preset": None}
     path.write_text(yaml.safe_dump({"search": {"tunr": "grid"}}))
-    with pytest.raises(ValueError, match="Unknown config key 'search.tunr'. Did you mean "
-                                         "search.tuner?"):
+    with pytest.raises(
+        ValueError, match="Unknown config key 'search.tunr'. Did you mean search.tuner?"
+    ):
         sweep_from_args(parse_args(["--config", str(path)]))
 
 
 def test_cli_reports_a_bad_space_entry_before_any_trial(tmp_path):
     done = subprocess.run(
-        tuning_command("--model", "stagewise_cnn", "--output-dir", str(tmp_path),
-                       "--space", "optimizer.lr={min: 0.1, max: 0.01}"),
-        cwd=REPO, env=environment(), capture_output=True, text=True, timeout=120,
+        tuning_command(
+            "--model",
+            "stagewise_cnn",
+            "--output-dir",
+            str(tmp_path),
+            "--space",
+            "optimizer.lr={min: 0.1, max: 0.01}",
+        ),
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1
-    assert "error: space optimizer.lr: min must be below max, got min 0.1 and max 0.01" in done.stderr
+    assert (
+        "error: space optimizer.lr: min must be below max, got min 0.1 and max 0.01" in done.stderr
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -406,8 +519,17 @@ def wait_for(condition, timeout, processes):
 @pytest.mark.slow
 def test_distributed_search_with_a_chief_and_two_workers_survives_a_killed_worker(tmp_path):
     """Every trial runs once; tuner1, killed mid-trial and restarted, resumes its trial."""
-    sweep = {**copy.deepcopy(FIXED), "space": SPACE, "search": {
-        "name": "dist", "output_dir": str(tmp_path), "max_trials": 4, "epochs": 6, "patience": 0}}
+    sweep = {
+        **copy.deepcopy(FIXED),
+        "space": SPACE,
+        "search": {
+            "name": "dist",
+            "output_dir": str(tmp_path),
+            "max_trials": 4,
+            "epochs": 6,
+            "patience": 0,
+        },
+    }
     sweep_path = tmp_path / "sweep.yaml"
     sweep_path.write_text(yaml.safe_dump(sweep))
     search_dir = tmp_path / "dist"
@@ -418,8 +540,13 @@ def test_distributed_search_with_a_chief_and_two_workers_survives_a_killed_worke
         log = open(tmp_path / f"{worker_id}-{attempt}.log", "w")
         logs[worker_id, attempt] = log.name
         return subprocess.Popen(
-            tuning_command("--config", str(sweep_path), "--chief", address, "--worker-id", worker_id),
-            cwd=REPO, env=environment(), stdout=log, stderr=subprocess.STDOUT,
+            tuning_command(
+                "--config", str(sweep_path), "--chief", address, "--worker-id", worker_id
+            ),
+            cwd=REPO,
+            env=environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -438,7 +565,9 @@ def test_distributed_search_with_a_chief_and_two_workers_survives_a_killed_worke
             rows = len(read_csv(history)) if trial and history.exists() else 0
             # Keras writes the backup's metadata after its weights: the first backup is whole.
             # (A kill inside the very first backup write is not survivable yet: see the report.)
-            backed_up = (search_dir / f"trial_{trial}" / "backup" / "training_metadata.json").exists()
+            backed_up = (
+                search_dir / f"trial_{trial}" / "backup" / "training_metadata.json"
+            ).exists()
             return trial if backed_up and 1 <= rows < 6 else None
 
         killed_trial = wait_for(tuner1_mid_trial, 150, list(processes.values()))
@@ -446,7 +575,9 @@ def test_distributed_search_with_a_chief_and_two_workers_survives_a_killed_worke
         processes["tuner1"].wait(timeout=30)
         processes["tuner1"] = start("tuner1", attempt=1)
         for worker in ("tuner0", "tuner1", "chief"):
-            assert processes[worker].wait(timeout=180) == 0, open(logs[worker, 1 if worker == "tuner1" else 0]).read()[-3000:]
+            assert processes[worker].wait(timeout=180) == 0, open(
+                logs[worker, 1 if worker == "tuner1" else 0]
+            ).read()[-3000:]
     finally:
         for process in processes.values():
             if process.poll() is None:

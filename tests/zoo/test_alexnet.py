@@ -23,7 +23,7 @@ def lrn_reference(a, size=5, k=2.0, alpha=1e-4, beta=0.75):
     b = np.empty_like(a, dtype="float64")
     for i in range(channels):
         low, high = max(0, i - size // 2), min(channels - 1, i + size // 2)
-        total = np.sum(a[..., low:high + 1].astype("float64") ** 2, axis=-1)
+        total = np.sum(a[..., low : high + 1].astype("float64") ** 2, axis=-1)
         b[..., i] = a[..., i] / (k + alpha * total) ** beta
     return b
 
@@ -48,7 +48,8 @@ def test_lrn_stays_accurate_under_bfloat16():
     outputs = LocalResponseNormalization()(a)
     assert outputs.dtype == "bfloat16"
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(keras.ops.cast(outputs, "float32")), lrn_reference(a),
+        keras.ops.convert_to_numpy(keras.ops.cast(outputs, "float32")),
+        lrn_reference(a),
         rtol=4e-3,
     )
 
@@ -102,7 +103,9 @@ def test_original_layout_has_two_towers_and_lrn():
     assert pooled_sizes(model) == [27, 13, 6]
     # ReLU -> LRN -> max pool after conv1 and conv2 only.
     assert [layer.name for layer in layers_of(model, LocalResponseNormalization)] == [
-        "conv1_lrn", "conv2_lrn"]
+        "conv1_lrn",
+        "conv2_lrn",
+    ]
     assert model.get_layer("conv1_lrn").input is model.get_layer("conv1_act").output
     assert model.get_layer("conv1_pool").input is model.get_layer("conv1_lrn").output
     # Dropout on the outputs of FC6 and FC7.
@@ -122,8 +125,9 @@ def test_towers_are_independent_in_grouped_layers():
 
 
 def test_adaptive_pool_keeps_the_fc_size_for_any_input():
-    sizes = [zoo.create("alexnet", input_shape=(s, s, 3), **SMALL).count_params()
-             for s in (95, 224, 300)]
+    sizes = [
+        zoo.create("alexnet", input_shape=(s, s, 3), **SMALL).count_params() for s in (95, 224, 300)
+    ]
     fc_and_classifier = (9216 * 32 + 32) + (32 * 32 + 32) + (32 * 10 + 10)
     convs = 23_296 + 307_392 + 663_936 + 884_992 + 590_080
     assert sizes == [convs + fc_and_classifier] * 3
@@ -138,8 +142,14 @@ def test_smallest_input_predicts_under_mixed_precision():
 
 
 def test_knobs():
-    model = zoo.create("alexnet_original", **SMALL, dropout_rate=0.0, local_response_norm=False,
-                       activation="gelu", normalization="batch")
+    model = zoo.create(
+        "alexnet_original",
+        **SMALL,
+        dropout_rate=0.0,
+        local_response_norm=False,
+        activation="gelu",
+        normalization="batch",
+    )
     assert not layers_of(model, keras.layers.Dropout)
     assert not layers_of(model, LocalResponseNormalization)
     assert model.get_layer("fc7_dense").units == 32
@@ -149,15 +159,20 @@ def test_knobs():
 
     with_lrn = zoo.create("alexnet", **SMALL, local_response_norm=True, dropout_rate=0.3)
     assert [layer.name for layer in layers_of(with_lrn, LocalResponseNormalization)] == [
-        "conv1_lrn", "conv2_lrn"]
+        "conv1_lrn",
+        "conv2_lrn",
+    ]
     assert [layer.rate for layer in layers_of(with_lrn, keras.layers.Dropout)] == [0.3, 0.3]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(fc_units=0), "fc_units must be a positive integer, got 0"),
-    (dict(local_response_norm="yes"), "local_response_norm must be None, True or False"),
-    (dict(dropout_rate=1.0), "dropout_rate must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(fc_units=0), "fc_units must be a positive integer, got 0"),
+        (dict(local_response_norm="yes"), "local_response_norm must be None, True or False"),
+        (dict(dropout_rate=1.0), "dropout_rate must be in"),
+    ],
+)
 def test_bad_knobs_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         zoo.create("alexnet", **kwargs)

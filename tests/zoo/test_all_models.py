@@ -46,22 +46,34 @@ CONFIGURABLE = {"stagewise_cnn"}
 
 # Channels of the last feature map, the length of a headless model's pooled feature vector.
 FEATURE_WIDTHS = {
-    "lenet5": 120, "lenet5_modern": 120,  # C5
-    "alexnet": 256, "alexnet_original": 256,
+    "lenet5": 120,
+    "lenet5_modern": 120,  # C5
+    "alexnet": 256,
+    "alexnet_original": 256,
     **{name: 512 for name in zoo.list_models("vgg*")},
     "googlenet": 1024,
-    "resnet18": 512, "resnet34": 512,
+    "resnet18": 512,
+    "resnet34": 512,
     **{f"resnet{depth}{version}": 2048 for depth in (50, 101, 152) for version in ("", "_v2")},
     **{f"resnet{depth}": 64 for depth in (20, 32, 44, 56, 110)},
-    "mobilenet": 1024, "mobilenet_v2": 1280,
+    "mobilenet": 1024,
+    "mobilenet_v2": 1280,
     "stagewise_cnn": 128,  # 32 filters doubled in each of 3 stages: 32, 64, 128
 }
 
 # One model per family module: what is shared code (heads, pooling, precision) is checked on
 # these, so the suite does not build every 100-layer ResNet again for the same code path.
 REPRESENTATIVES = [
-    "lenet5", "alexnet_original", "vgg11_bn", "googlenet", "resnet20", "resnet18",
-    "resnet50_v2", "mobilenet", "mobilenet_v2", "stagewise_cnn",
+    "lenet5",
+    "alexnet_original",
+    "vgg11_bn",
+    "googlenet",
+    "resnet20",
+    "resnet18",
+    "resnet50_v2",
+    "mobilenet",
+    "mobilenet_v2",
+    "stagewise_cnn",
 ]
 # ResNet-101/152 (v1 and v2) are resnet50/resnet50_v2's builder and blocks with longer stage
 # lists: their exact counts are checked below; building, saving and reloading them again would

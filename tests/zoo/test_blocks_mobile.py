@@ -31,13 +31,22 @@ def random_images(shape, batch=2, low=-1.0):
     ],
 )
 def test_depthwise_separable_block_shapes_and_params(depth_multiplier, params):
-    model = block_model(blocks.depthwise_separable_block, (8, 8, 4), filters=6, strides=2,
-                        depth_multiplier=depth_multiplier)
+    model = block_model(
+        blocks.depthwise_separable_block,
+        (8, 8, 4),
+        filters=6,
+        strides=2,
+        depth_multiplier=depth_multiplier,
+    )
     assert model.output.shape == (None, 4, 4, 6)
     assert model.count_params() == params
     assert [type(layer).__name__ for layer in model.layers[1:]] == [
-        "DepthwiseConv2D", "BatchNormalization", "Activation",
-        "Conv2D", "BatchNormalization", "Activation",
+        "DepthwiseConv2D",
+        "BatchNormalization",
+        "Activation",
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
     ]
 
 
@@ -47,9 +56,7 @@ def test_strided_depthwise_pads_like_keras_applications_on_even_inputs():
     x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(inputs)
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False)(x)
     reference = keras.Model(inputs, x)
-    ours = keras.Model(
-        inputs, BATCH_NORM.depthwise_conv(3, strides=2, name="dw")(inputs)
-    )
+    ours = keras.Model(inputs, BATCH_NORM.depthwise_conv(3, strides=2, name="dw")(inputs))
     copy_weights(reference, ours)
     images = random_images((8, 8, 4))
     np.testing.assert_allclose(ours(images), reference(images), atol=1e-6)
@@ -69,8 +76,9 @@ def test_inverted_residual_block_with_identity_shortcut():
 
 @pytest.mark.parametrize("filters, strides", [(16, 1), (8, 2)])
 def test_inverted_residual_block_without_shortcut_ends_linear(filters, strides):
-    model = block_model(blocks.inverted_residual_block, (8, 8, 8), filters=filters,
-                        expansion=6, strides=strides)
+    model = block_model(
+        blocks.inverted_residual_block, (8, 8, 8), filters=filters, expansion=6, strides=strides
+    )
     assert not any(isinstance(layer, keras.layers.Add) for layer in model.layers)
     assert model.output.shape == (None, 8 // strides, 8 // strides, filters)
     assert isinstance(model.layers[-1], keras.layers.BatchNormalization)

@@ -54,8 +54,9 @@ def test_inception_module_branches():
 def test_inception_module_concatenates_in_branch_order():
     inputs = keras.Input((5, 5, 3))
     options = LayerOptions(normalization="none", kernel_initializer="glorot_uniform")
-    module = keras.Model(inputs, inception_module(inputs, (1, 1, 2, 1, 3, 4), options=options,
-                                                  name="m"))
+    module = keras.Model(
+        inputs, inception_module(inputs, (1, 1, 2, 1, 3, 4), options=options, name="m")
+    )
     x = np.random.default_rng(0).normal(size=(1, 5, 5, 3)).astype("float32")
     out = module.predict(x, verbose=0)
     branch = keras.Model(inputs, module.get_layer("m_5x5_act").output).predict(x, verbose=0)
@@ -127,8 +128,10 @@ def test_batch_norm_switch_is_the_batch_normalization_variant():
     with pytest.raises(ValueError, match="contradicts normalization='layer'"):
         zoo.create("googlenet", batch_norm=True, normalization="layer")
     small = dict(input_shape=(32, 32, 3), num_classes=10)
-    assert zoo.describe("googlenet", batch_norm=True, **small)["trainable_params"] == \
-        zoo.describe("googlenet", normalization="batch", **small)["trainable_params"]
+    assert (
+        zoo.describe("googlenet", batch_norm=True, **small)["trainable_params"]
+        == zoo.describe("googlenet", normalization="batch", **small)["trainable_params"]
+    )
 
 
 def test_batch_norm_variant():
@@ -164,8 +167,9 @@ def test_aux_heads_save_and_reload(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "googlenet.keras", safe_mode=True)
     # Called eagerly: tracing predict() on this graph takes far longer than running it.
     for got, want in zip(reloaded(images), model(images)):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got),
-                                      keras.ops.convert_to_numpy(want))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want)
+        )
 
 
 def test_aux_heads_need_their_minimum_input():
@@ -200,8 +204,15 @@ def test_stages_table_sets_the_depth():
 
 
 def test_other_knobs():
-    model = zoo.create("googlenet", input_shape=(32, 32, 3), num_classes=4, dropout_rate=0.0,
-                       local_response_norm=False, activation="swish", normalization="group")
+    model = zoo.create(
+        "googlenet",
+        input_shape=(32, 32, 3),
+        num_classes=4,
+        dropout_rate=0.0,
+        local_response_norm=False,
+        activation="swish",
+        normalization="group",
+    )
     assert not layers_of(model, keras.layers.Dropout)
     assert not layers_of(model, LocalResponseNormalization)
     assert model.get_layer("inception_4c_5x5_act").get_config()["activation"] == "silu"

@@ -17,9 +17,13 @@ def test_a_model_saved_when_the_layers_lived_in_zoo_blocks_still_loads():
     # LocalResponseNormalization, ParameterFreeShortcut.
     model = keras.saving.load_model(DATA / "custom_layers.keras", safe_mode=True)
     saved = np.load(DATA / "custom_layers_io.npz")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(saved["images"])),
-                                  saved["outputs"])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model(saved["images"])), saved["outputs"]
+    )
     assert [type(layer).__name__ for layer in model.layers[1:]] == [
-        "TrainableSubsampling", "Activation", "PartialConnectionConv2D",
-        "LocalResponseNormalization", "ParameterFreeShortcut",
+        "TrainableSubsampling",
+        "Activation",
+        "PartialConnectionConv2D",
+        "LocalResponseNormalization",
+        "ParameterFreeShortcut",
     ]

@@ -77,8 +77,12 @@ def test_partial_connection_conv_config_round_trip():
 
 @pytest.mark.parametrize(
     "connections, message",
-    [([], "at least one output map"), ([[0], []], r"connections\[1\]"),
-     ([[0, 0]], "distinct"), ([[-1]], "non-negative")],
+    [
+        ([], "at least one output map"),
+        ([[0], []], r"connections\[1\]"),
+        ([[0, 0]], "distinct"),
+        ([[-1]], "non-negative"),
+    ],
 )
 def test_partial_connection_conv_rejects_bad_tables(connections, message):
     with pytest.raises(ValueError, match=message):
@@ -113,8 +117,14 @@ def test_flops_match_the_papers_connection_count():
 
 
 def test_knobs_change_what_they_say():
-    model = zoo.create("lenet5", c3_connections="full", subsampling="average", fc_units=100,
-                       dropout_rate=0.3, activation="relu")
+    model = zoo.create(
+        "lenet5",
+        c3_connections="full",
+        subsampling="average",
+        fc_units=100,
+        dropout_rate=0.3,
+        activation="relu",
+    )
     assert isinstance(model.get_layer("c3_conv"), keras.layers.Conv2D)
     assert isinstance(model.get_layer("s4_pool"), keras.layers.AveragePooling2D)
     assert model.get_layer("f6_dense").units == 100
@@ -149,8 +159,11 @@ def test_lenet5_learns_handwritten_digits():
     labels = digits.target
     keras.utils.set_random_seed(0)
     model = zoo.create("lenet5")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(images[:1200], labels[:1200], batch_size=32, epochs=4, verbose=0)
     _, accuracy = model.evaluate(images[1200:], labels[1200:], verbose=0)
     assert accuracy > 0.85  # 0.92 measured; chance is 0.1

@@ -40,10 +40,10 @@ def calibrate_batch_norms(model, images, rng):
 )
 def test_weights_copied_from_keras_applications_give_the_same_outputs(name, size, knobs):
     shape = (size, size, 3)
-    reference = KERAS_APPLICATIONS[name](input_shape=shape, weights=None, classes=5,
-                                         classifier_activation=None, **knobs)
-    model = zoo.create(name, input_shape=shape, num_classes=5, classifier_activation=None,
-                       **knobs)
+    reference = KERAS_APPLICATIONS[name](
+        input_shape=shape, weights=None, classes=5, classifier_activation=None, **knobs
+    )
+    model = zoo.create(name, input_shape=shape, num_classes=5, classifier_activation=None, **knobs)
     assert model.count_params() == reference.count_params()
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, size=(4, *shape)).astype("float32")
@@ -54,9 +54,7 @@ def test_weights_copied_from_keras_applications_give_the_same_outputs(name, size
     np.testing.assert_allclose(model(images), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "name, multiply_adds", [("mobilenet", 569e6), ("mobilenet_v2", 300e6)]
-)
+@pytest.mark.parametrize("name, multiply_adds", [("mobilenet", 569e6), ("mobilenet_v2", 300e6)])
 def test_flops_match_the_paper(name, multiply_adds):
     flops = zoo.describe(name)["flops"]
     assert flops / 2 == pytest.approx(multiply_adds, rel=0.02)
@@ -110,15 +108,19 @@ def test_mobilenet_v2_has_a_shortcut_wherever_shapes_match(default_models):
 
 def activation_names(model):
     # The last layer is the classifier's own (float32) activation.
-    return {l.get_config()["activation"] for l in model.layers[:-1]
-            if isinstance(l, keras.layers.Activation)}
+    return {
+        l.get_config()["activation"]
+        for l in model.layers[:-1]
+        if isinstance(l, keras.layers.Activation)
+    }
 
 
 @pytest.mark.parametrize(
     "name, momentum, dropout_rate", [("mobilenet", 0.99, 1e-3), ("mobilenet_v2", 0.999, 0.2)]
 )
-def test_defaults_follow_the_reference_implementations(name, momentum, dropout_rate,
-                                                        default_models):
+def test_defaults_follow_the_reference_implementations(
+    name, momentum, dropout_rate, default_models
+):
     model = default_models[name]
     assert activation_names(model) == {"relu6"}
     norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -128,14 +130,24 @@ def test_defaults_follow_the_reference_implementations(name, momentum, dropout_r
 
 @pytest.mark.parametrize("name", ["mobilenet", "mobilenet_v2"])
 def test_cross_cutting_options_change_every_layer(name):
-    model = zoo.create(name, input_shape=(32, 32, 3), activation="swish", normalization="group",
-                       weight_decay=1e-4, dropout_rate=0.0)
+    model = zoo.create(
+        name,
+        input_shape=(32, 32, 3),
+        activation="swish",
+        normalization="group",
+        weight_decay=1e-4,
+        dropout_rate=0.0,
+    )
     assert activation_names(model) == {"silu"}
-    assert not any(isinstance(l, (keras.layers.BatchNormalization, keras.layers.Dropout))
-                   for l in model.layers)
+    assert not any(
+        isinstance(l, (keras.layers.BatchNormalization, keras.layers.Dropout)) for l in model.layers
+    )
     assert any(isinstance(l, keras.layers.GroupNormalization) for l in model.layers)
-    kernels = [l for l in model.layers if isinstance(
-        l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))]
+    kernels = [
+        l
+        for l in model.layers
+        if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+    ]
     assert len(model.losses) == len(kernels)  # one L2 penalty per kernel
 
 

@@ -14,21 +14,28 @@ def layers_of(model, kind):
 
 def test_the_leaky_relu_layer_has_the_slope_of_the_options():
     layer = LayerOptions(activation="leaky_relu", leaky_slope=0.1).act(name="act")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(np.array([-2.0, 3.0]))),
-                               [-0.2, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(np.array([-2.0, 3.0]))), [-0.2, 3.0], rtol=1e-6
+    )
     assert LayerOptions(activation="leaky_relu").act(name="act").negative_slope == 0.01
 
 
 # Plain, residual, and squeeze-excitation blocks with dense layers (the activation sites differ).
-@pytest.mark.parametrize("name, shape, knobs", [
-    ("lenet5_modern", (32, 32, 1), {}),
-    ("resnet20", (8, 8, 3), {}),
-    ("stagewise_cnn", (8, 8, 3), {"squeeze_excitation": True, "dense_layers": 2}),
-])
+@pytest.mark.parametrize(
+    "name, shape, knobs",
+    [
+        ("lenet5_modern", (32, 32, 1), {}),
+        ("resnet20", (8, 8, 3), {}),
+        ("stagewise_cnn", (8, 8, 3), {"squeeze_excitation": True, "dense_layers": 2}),
+    ],
+)
 def test_every_activation_of_a_leaky_model_has_the_slope(name, shape, knobs):
     relu = zoo.create(name, input_shape=shape, activation="relu", **knobs)
-    sites = [layer.name for layer in layers_of(relu, keras.layers.Activation)
-             if layer.get_config()["activation"] == "relu"]
+    sites = [
+        layer.name
+        for layer in layers_of(relu, keras.layers.Activation)
+        if layer.get_config()["activation"] == "relu"
+    ]
     assert sites  # the comparison below would be empty otherwise
     for kwargs, slope in (({}, 0.01), ({"leaky_slope": 0.3}, 0.3)):
         leaky = zoo.create(name, input_shape=shape, activation="leaky_relu", **knobs, **kwargs)

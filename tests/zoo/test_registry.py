@@ -8,8 +8,17 @@ import zoo
 
 # What every builder takes, besides its family's knobs.
 CROSS_CUTTING = {
-    "input_shape", "num_classes", "include_top", "pooling", "classifier_activation", "weights",
-    "activation", "leaky_slope", "kernel_initializer", "normalization", "dropout_rate",
+    "input_shape",
+    "num_classes",
+    "include_top",
+    "pooling",
+    "classifier_activation",
+    "weights",
+    "activation",
+    "leaky_slope",
+    "kernel_initializer",
+    "normalization",
+    "dropout_rate",
     "weight_decay",
 }
 
@@ -52,9 +61,12 @@ def test_every_builder_shows_and_documents_its_arguments():
 
 def test_a_misspelled_option_fails_at_the_call():
     for name in zoo.list_models():
-        with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument "
-                                            r"'leaky_slop'\. Did you mean 'leaky_slope'\? Its "
-                                            r"arguments: input_shape, "):
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name}\(\) got an unexpected keyword argument "
+            r"'leaky_slop'\. Did you mean 'leaky_slope'\? Its "
+            r"arguments: input_shape, ",
+        ):
             zoo.create(name, leaky_slop=0.1)
 
 

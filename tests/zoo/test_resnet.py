@@ -25,6 +25,7 @@ def layer_types(model):
 
 # --- blocks -----------------------------------------------------------------------------------
 
+
 def test_parameter_free_shortcut_subsamples_and_appends_zero_channels():
     x = np.arange(2 * 5 * 5 * 3, dtype="float32").reshape(2, 5, 5, 3)
     y = keras.ops.convert_to_numpy(ParameterFreeShortcut(7, strides=2)(x))
@@ -51,8 +52,9 @@ def test_basic_block_with_projection_counts_the_paper_weights():
 def test_untrained_zero_pad_block_is_its_shortcut(normalization):
     options = LayerOptions(normalization=normalization)
     inputs = keras.Input((6, 6, 4))
-    model = keras.Model(inputs, basic_block(inputs, 8, strides=2, shortcut="zero_pad",
-                                            options=options, name="b"))
+    model = keras.Model(
+        inputs, basic_block(inputs, 8, strides=2, shortcut="zero_pad", options=options, name="b")
+    )
     assert "ParameterFreeShortcut" in layer_types(model)
     norms = 2 * 2 * 8 if normalization == "batch" else 2 * 8  # scales and shifts, or biases
     assert trainable_param_count(model) == 3 * 3 * 4 * 8 + 3 * 3 * 8 * 8 + norms
@@ -62,10 +64,10 @@ def test_untrained_zero_pad_block_is_its_shortcut(normalization):
 
 
 @pytest.mark.parametrize("zero_init_residual", [True, False])
-def test_zero_init_residual_makes_an_untrained_preactivation_block_the_identity(
-        zero_init_residual):
-    model = block_model(bottleneck_block, (4, 4, 16), 4, preact=True,
-                        zero_init_residual=zero_init_residual)
+def test_zero_init_residual_makes_an_untrained_preactivation_block_the_identity(zero_init_residual):
+    model = block_model(
+        bottleneck_block, (4, 4, 16), 4, preact=True, zero_init_residual=zero_init_residual
+    )
     x = np.random.default_rng(0).normal(size=(1, 4, 4, 16)).astype("float32")
     change = np.abs(model.predict(x, verbose=0) - x).max()
     assert (change == 0.0) if zero_init_residual else (change > 1e-2)
@@ -112,6 +114,7 @@ def test_unknown_shortcut_is_rejected():
 
 
 # --- models and knobs -------------------------------------------------------------------------
+
 
 def test_cifar_depth_knob_gives_the_named_model():
     assert trainable_param_count(zoo.create("resnet20", depth=32)) == 464_154
@@ -176,17 +179,36 @@ def test_v2_strides_at_the_end_of_each_stage_and_ends_with_norm_and_activation()
 
 def test_generic_builder_checks_the_stage_lists():
     with pytest.raises(ValueError, match="one entry per stage; got 2, 3 and 3"):
-        build_resnet((32, 32, 3), stackwise_num_filters=[8, 16], stackwise_num_blocks=[1, 1, 1],
-                     stackwise_num_strides=[1, 2, 2], block_type="basic")
+        build_resnet(
+            (32, 32, 3),
+            stackwise_num_filters=[8, 16],
+            stackwise_num_blocks=[1, 1, 1],
+            stackwise_num_strides=[1, 2, 2],
+            block_type="basic",
+        )
     with pytest.raises(ValueError, match="block_type must be one of .*got 'dense'"):
-        build_resnet((32, 32, 3), stackwise_num_filters=[8], stackwise_num_blocks=[1],
-                     stackwise_num_strides=[1], block_type="dense")
+        build_resnet(
+            (32, 32, 3),
+            stackwise_num_filters=[8],
+            stackwise_num_blocks=[1],
+            stackwise_num_strides=[1],
+            block_type="dense",
+        )
 
 
 def test_generic_builder_makes_a_small_preactivation_network():
-    model = build_resnet((16, 16, 1), stackwise_num_filters=[4, 8], stackwise_num_blocks=[1, 2],
-                         stackwise_num_strides=[1, 2], block_type="bottleneck", preact=True,
-                         shortcut="zero_pad", stem="cifar", stem_filters=4, num_classes=3)
+    model = build_resnet(
+        (16, 16, 1),
+        stackwise_num_filters=[4, 8],
+        stackwise_num_blocks=[1, 2],
+        stackwise_num_strides=[1, 2],
+        block_type="bottleneck",
+        preact=True,
+        shortcut="zero_pad",
+        stem="cifar",
+        stem_filters=4,
+        num_classes=3,
+    )
     assert model.get_layer("conv3_block1_out").output.shape == (None, 8, 8, 32)
     assert model.output.shape == (None, 3)
 
@@ -206,14 +228,21 @@ def test_flops_match_the_paper(name, paper_multiply_adds):
 
 # --- keras.applications weights ---------------------------------------------------------------
 
+
 def randomize_batchnorm(model, seed=0):
     """Give every BatchNorm its own statistics, so a misordered copy changes the outputs."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             shape = layer.gamma.shape
-            layer.set_weights([rng.uniform(0.8, 1.2, shape), rng.normal(0, 0.1, shape),
-                               rng.normal(0, 0.1, shape), rng.uniform(0.8, 1.2, shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.8, 1.2, shape),
+                    rng.normal(0, 0.1, shape),
+                    rng.normal(0, 0.1, shape),
+                    rng.uniform(0.8, 1.2, shape),
+                ]
+            )
 
 
 def test_resnet152s_name_their_keras_application():
@@ -235,13 +264,13 @@ def test_resnet152s_name_their_keras_application():
 def test_keras_applications_weights_give_the_same_outputs(name, application):
     assert zoo.model_info(name).keras_application is application
     shape = (64, 64, 3)
-    reference = application(weights=None, input_shape=shape, classes=4,
-                            classifier_activation=None)
+    reference = application(weights=None, input_shape=shape, classes=4, classifier_activation=None)
     randomize_batchnorm(reference)
     model = zoo.create(name, input_shape=shape, num_classes=4, classifier_activation=None)
     copy_weights(reference, model)
     images = np.random.default_rng(1).uniform(-1, 1, size=(2, *shape)).astype("float32")
     expected = keras.ops.convert_to_numpy(reference(images, training=False))
     assert np.abs(expected).max() > 1e-2  # logits, not a saturated softmax
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, training=False)),
-                               expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(images, training=False)), expected, rtol=1e-5, atol=1e-5
+    )

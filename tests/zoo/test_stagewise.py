@@ -11,8 +11,9 @@ from zoo.describe import trainable_param_count
 # The small configuration the hand counts below are for: 8x8x3 input, 2 stages of 2 convs
 # (4 then 8 filters), batch norm, max pooling, global average pooling, one hidden dense layer
 # of 5 units, 3 classes.
-SMALL = dict(input_shape=(8, 8, 3), num_classes=3, num_stages=2, convs_per_stage=2, filters=4,
-             dense_units=5)
+SMALL = dict(
+    input_shape=(8, 8, 3), num_classes=3, num_stages=2, convs_per_stage=2, filters=4, dense_units=5
+)
 # convs 3*3*3*4 + 3*3*4*4 + 3*3*4*8 + 3*3*8*8; BN 4 per channel (2 trainable): 4+4+8+8 channels;
 # dense 8*5+5; classifier 5*3+3
 SMALL_CONVS = 108 + 144 + 288 + 576
@@ -32,7 +33,8 @@ def test_small_configuration_matches_the_hand_count():
     assert model.count_params() == SMALL_PARAMS == 1275
     assert trainable_param_count(model) == SMALL_PARAMS - 2 * 24
     assert [l.output.shape[1:] for l in layers_of(model, keras.layers.MaxPooling2D)] == [
-        (4, 4, 4), (2, 2, 8)
+        (4, 4, 4),
+        (2, 2, 8),
     ]
 
 
@@ -83,7 +85,12 @@ def test_dropout_drops_the_input_of_every_dense_layer():
     assert [l.rate for l in dropouts] == [0.3, 0.3, 0.3]
     # ... pooled features, then each dense layer's input dropped, then the classifier.
     assert [l.name for l in model.layers[-9:-2]] == [
-        "dense1_dropout", "dense1", "dense1_act", "dense2_dropout", "dense2", "dense2_act",
+        "dense1_dropout",
+        "dense1",
+        "dense1_act",
+        "dense2_dropout",
+        "dense2",
+        "dense2_act",
         "head_dropout",
     ]
     assert not layers_of(build(dropout_rate=0.0), keras.layers.Dropout)
@@ -91,8 +98,11 @@ def test_dropout_drops_the_input_of_every_dense_layer():
 
 def test_activation_and_weight_decay_reach_every_layer():
     model = build(activation="elu", weight_decay=1e-4, squeeze_excitation=True)
-    activations = {l.get_config()["activation"] for l in model.layers[:-1]
-                   if isinstance(l, keras.layers.Activation) and not l.name.endswith("_gate")}
+    activations = {
+        l.get_config()["activation"]
+        for l in model.layers[:-1]
+        if isinstance(l, keras.layers.Activation) and not l.name.endswith("_gate")
+    }
     assert activations == {"elu"}
     kernels = layers_of(model, (keras.layers.Conv2D, keras.layers.Dense))
     assert len(model.losses) == len(kernels) == 4 + 4 + 2
@@ -117,8 +127,10 @@ def test_input_too_small_for_the_stages_names_the_minimum():
         ({"convs_per_stage": True}, "convs_per_stage must be one of"),
         ({"kernel_size": 4}, "kernel_size must be one of 3, 5; got 4"),
         ({"kernel_size": 3.0}, "kernel_size must be one of 3, 5; got 3.0"),
-        ({"downsample": "stride"}, "downsample must be one of 'max_pool', 'avg_pool', "
-                                   "'strided_conv'; got 'stride'"),
+        (
+            {"downsample": "stride"},
+            "downsample must be one of 'max_pool', 'avg_pool', 'strided_conv'; got 'stride'",
+        ),
         ({"head": "gap"}, "head must be one of 'global_avg', 'global_max', 'flatten'"),
         ({"dense_layers": 3}, "dense_layers must be one of 0, 1, 2; got 3"),
         ({"squeeze_excitation": 1}, "squeeze_excitation must be one of False, True; got 1"),
@@ -134,8 +146,15 @@ def test_bad_values_say_what_is_allowed(changes, message):
 
 
 def test_every_optional_part_saves_and_reloads(tmp_path):
-    model = build(squeeze_excitation=True, downsample="strided_conv", head="flatten",
-                  dense_layers=2, kernel_size=5, normalization="group", activation="gelu")
+    model = build(
+        squeeze_excitation=True,
+        downsample="strided_conv",
+        head="flatten",
+        dense_layers=2,
+        kernel_size=5,
+        normalization="group",
+        activation="gelu",
+    )
     images = np.random.default_rng(0).uniform(0, 1, size=(2, 8, 8, 3)).astype("float32")
     path = tmp_path / "stagewise.keras"
     model.save(path)
@@ -153,10 +172,20 @@ def test_learns_real_handwritten_digits():
     images = (digits.images[..., None] / 16.0).astype("float32")
     labels = digits.target
     keras.utils.set_random_seed(0)
-    model = zoo.create("stagewise_cnn", input_shape=(8, 8, 1), num_classes=10, num_stages=2,
-                       filters=16, dense_units=64, dropout_rate=0.2)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = zoo.create(
+        "stagewise_cnn",
+        input_shape=(8, 8, 1),
+        num_classes=10,
+        num_stages=2,
+        filters=16,
+        dense_units=64,
+        dropout_rate=0.2,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(images[:1400], labels[:1400], epochs=8, batch_size=64, verbose=0)
     _, accuracy = model.evaluate(images[1400:], labels[1400:], verbose=0)
     assert accuracy > 0.9

@@ -39,8 +39,7 @@ def test_head_knobs():
     assert [layer.rate for layer in layers_of(default, keras.layers.Dropout)] == [0.5, 0.5]
     assert default.get_layer("fc1_dense").units == 4096
 
-    model = zoo.create("vgg11", **SMALL, dropout_rate=0.0, activation="gelu",
-                       normalization="group")
+    model = zoo.create("vgg11", **SMALL, dropout_rate=0.0, activation="gelu", normalization="group")
     assert not layers_of(model, keras.layers.Dropout)
     assert model.get_layer("fc2_dense").units == 64
     assert model.get_layer("block3_conv2_act").get_config()["activation"] == "gelu"
@@ -52,12 +51,14 @@ def test_bad_fc_units_is_rejected():
         zoo.create("vgg11", fc_units=0)
 
 
-@pytest.mark.parametrize("name, application", [
-    ("vgg16", keras.applications.VGG16), ("vgg19", keras.applications.VGG19)])
+@pytest.mark.parametrize(
+    "name, application", [("vgg16", keras.applications.VGG16), ("vgg19", keras.applications.VGG19)]
+)
 def test_weights_match_keras_applications(name, application):
     assert zoo.model_info(name).keras_application is application
-    reference = application(weights=None, input_shape=(64, 64, 3), classes=10,
-                            classifier_activation=None)
+    reference = application(
+        weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None
+    )
     rng = np.random.default_rng(0)
     for layer in weighted_layers(reference):  # non-zero biases, so a misplaced one shows
         kernel, bias = layer.get_weights()

@@ -43,8 +43,14 @@ def test_imagenet_weights_offline_fail_with_the_cache_location(tmp_path):
         "no_proxy": "",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    run = subprocess.run([sys.executable, "-c", OFFLINE_IMAGENET], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", OFFLINE_IMAGENET],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "loaded" not in run.stdout
     assert "could not load ImageNet weights" in run.stdout
@@ -62,6 +68,9 @@ def test_copy_weights_refuses_a_different_layer_count():
 def test_copy_weights_refuses_different_shapes_and_names_the_layers():
     source = zoo.create("resnet20", input_shape=(8, 8, 3))
     target = zoo.create("resnet20", input_shape=(8, 8, 3), width=2)
-    with pytest.raises(ValueError, match=r"from layer conv1_conv .*\(3, 3, 3, 16\).*"
-                                         r"to layer conv1_conv .*\(3, 3, 3, 32\).*differ"):
+    with pytest.raises(
+        ValueError,
+        match=r"from layer conv1_conv .*\(3, 3, 3, 16\).*"
+        r"to layer conv1_conv .*\(3, 3, 3, 32\).*differ",
+    ):
         copy_weights(source, target)

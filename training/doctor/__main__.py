@@ -26,13 +26,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m training.doctor",
         description="Check a model and its data before training: data, initial loss, "
-                    "overfitting one batch, a short run, a learning-rate range test, "
-                    "activations and gradients, NaN.",
+        "overfitting one batch, a short run, a learning-rate range test, "
+        "activations and gradients, NaN.",
         epilog="Every flag of python -m training.run works here, with the same meaning.",
     )
-    parser.add_argument("--check", action="append", default=[], choices=list(CHECKS),
-                        metavar="NAME",
-                        help=f"run only this check (repeatable): {', '.join(CHECKS)}")
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        choices=list(CHECKS),
+        metavar="NAME",
+        help=f"run only this check (repeatable): {', '.join(CHECKS)}",
+    )
     add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -51,8 +56,10 @@ def main(argv=None):
     extra = {}
     if "suggested_lr" in report.findings:
         extra["command"] = rerun_command(argv, report.findings["suggested_lr"])
-        print(f"\nsuggested learning rate {report.findings['suggested_lr']:.2g}:\n"
-              f"  {extra['command']}")
+        print(
+            f"\nsuggested learning rate {report.findings['suggested_lr']:.2g}:\n"
+            f"  {extra['command']}"
+        )
     report.save(directory, extra)
     print(f"\n{report.verdict.upper()}: report.json and images in {directory}")
     sys.exit(1 if report.failed else 0)

@@ -21,17 +21,31 @@ def examine_config(config, *, checks=(), budget=None):
     prepared = trainer.prepare_data(config)
     batch = config.data.batch_size
     # Unaugmented pipelines for the checks that look at the data or memorize it.
-    plain = trainer.make_pipelines(config.replace({"augment": {"preset": "none", "ops": []}}),
-                                   prepared, batch)
+    plain = trainer.make_pipelines(
+        config.replace({"augment": {"preset": "none", "ops": []}}), prepared, batch
+    )
     augmented = trainer.make_pipelines(config, prepared, batch)["train"]
-    model = trainer.build_model(config, prepared.input_shape, prepared.num_classes,
-                                prepared.mean, prepared.std)
-    trainer.compile_model(model, config,
-                          steps_per_epoch=math.ceil(prepared.num_examples["train"] / batch),
-                          replicas=1, num_classes=prepared.num_classes)
-    return examine(model, plain["train"], plain.get("validation"), test_data=plain.get("test"),
-                   augmented_data=augmented, checks=names, class_names=prepared.class_names,
-                   budget=budget, seed=config.seed)
+    model = trainer.build_model(
+        config, prepared.input_shape, prepared.num_classes, prepared.mean, prepared.std
+    )
+    trainer.compile_model(
+        model,
+        config,
+        steps_per_epoch=math.ceil(prepared.num_examples["train"] / batch),
+        replicas=1,
+        num_classes=prepared.num_classes,
+    )
+    return examine(
+        model,
+        plain["train"],
+        plain.get("validation"),
+        test_data=plain.get("test"),
+        augmented_data=augmented,
+        checks=names,
+        class_names=prepared.class_names,
+        budget=budget,
+        seed=config.seed,
+    )
 
 
 def report_dir(config) -> pathlib.Path:
@@ -39,7 +53,8 @@ def report_dir(config) -> pathlib.Path:
     report is cheap to redo, so the latest replaces the one before: never marked finished, the
     directory is always the one resolve_run_dir hands back to resume."""
     return rundir.resolve_run_dir(
-        pathlib.Path(config.output.output_dir) / "doctor", config.output.run_name,
+        pathlib.Path(config.output.output_dir) / "doctor",
+        config.output.run_name,
         default_name=f"{config.model.name}-{trainer.dataset_label(config.data.dataset)}",
     ).path
 

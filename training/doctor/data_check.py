@@ -27,8 +27,10 @@ GRID_IMAGES = 32
 
 
 def _hashes(images):
-    return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
-            for image in images]
+    return [
+        hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+        for image in images
+    ]
 
 
 def check_data(exam):
@@ -38,7 +40,7 @@ def check_data(exam):
         bad_labels += _label_problems(labels, exam.num_classes)
         classes = labels_to_classes(labels)
         inside = (classes >= 0) & (classes < exam.num_classes)
-        counts += np.bincount(classes[inside], minlength=exam.num_classes)[:exam.num_classes]
+        counts += np.bincount(classes[inside], minlength=exam.num_classes)[: exam.num_classes]
         train_hashes.update(_hashes(images))
     results.append(_labels_result(bad_labels, exam.num_classes))
     results.append(_balance_result(counts, exam.class_names))
@@ -47,8 +49,11 @@ def check_data(exam):
 
     images, labels = exam.batches(exam.augmented, 1)
     exam.report.images["augmented.png"] = figures.image_grid(
-        images[:GRID_IMAGES], labels[:GRID_IMAGES], exam.class_names,
-        title="a training batch as training sees it (augmented where augmentation is on)")
+        images[:GRID_IMAGES],
+        labels[:GRID_IMAGES],
+        exam.class_names,
+        title="a training batch as training sees it (augmented where augmentation is on)",
+    )
     return results
 
 
@@ -59,7 +64,9 @@ def _label_problems(labels, num_classes):
             return [f"label rows have {labels.shape[1]} entries for {num_classes} classes"]
         sums = labels.sum(axis=1)
         if np.any(np.abs(sums - 1) > 1e-3) or np.any(labels < 0):
-            return [f"label rows are no class distributions (sums {sums.min():.3g}..{sums.max():.3g})"]
+            return [
+                f"label rows are no class distributions (sums {sums.min():.3g}..{sums.max():.3g})"
+            ]
         return []
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         return [f"labels span {labels.min()}..{labels.max()}"]
@@ -68,25 +75,43 @@ def _label_problems(labels, num_classes):
 
 def _labels_result(problems, num_classes):
     if problems:
-        return Result("data", "label range", problems[0], f"classes 0..{num_classes - 1}", "fail",
-                      "the labels do not match the model's outputs: check the label encoding "
-                      "and num_classes")
-    return Result("data", "label range", f"all within 0..{num_classes - 1}",
-                  f"classes 0..{num_classes - 1}", "pass")
+        return Result(
+            "data",
+            "label range",
+            problems[0],
+            f"classes 0..{num_classes - 1}",
+            "fail",
+            "the labels do not match the model's outputs: check the label encoding and num_classes",
+        )
+    return Result(
+        "data",
+        "label range",
+        f"all within 0..{num_classes - 1}",
+        f"classes 0..{num_classes - 1}",
+        "pass",
+    )
 
 
 def _balance_result(counts, class_names):
     rarest, commonest = int(counts.argmin()), int(counts.argmax())
     ratio = counts[rarest] / max(counts[commonest], 1)
-    measured = (f"{counts.sum()} images; rarest {class_names[rarest]} {counts[rarest]}, "
-                f"most {class_names[commonest]} {counts[commonest]}")
+    measured = (
+        f"{counts.sum()} images; rarest {class_names[rarest]} {counts[rarest]}, "
+        f"most {class_names[commonest]} {counts[commonest]}"
+    )
     expected = f"rarest >= {MIN_CLASS_RATIO:.0%} of most common"
     if ratio >= MIN_CLASS_RATIO:
         return Result("data", "class balance", measured, expected, "pass")
-    return Result("data", "class balance", measured, expected, "warn",
-                  "imbalanced classes: watch per-class accuracy, consider class weights or "
-                  "resampling" + (f"; class {class_names[rarest]} has no images"
-                                  if counts[rarest] == 0 else ""))
+    return Result(
+        "data",
+        "class balance",
+        measured,
+        expected,
+        "warn",
+        "imbalanced classes: watch per-class accuracy, consider class weights or "
+        "resampling"
+        + (f"; class {class_names[rarest]} has no images" if counts[rarest] == 0 else ""),
+    )
 
 
 def _input_result(exam):
@@ -95,27 +120,50 @@ def _input_result(exam):
     model = exam.copy(compiled=False)
     first = weighted_layers(model)[0]
     received = layer_inputs_and_outputs(model, images, {first})[first][0].astype(np.float64)
-    pixels = received.reshape(-1, received.shape[-1]) if received.ndim == 4 else (
-        received.reshape(-1, 1))
+    pixels = (
+        received.reshape(-1, received.shape[-1])
+        if received.ndim == 4
+        else (received.reshape(-1, 1))
+    )
     means, stds = pixels.mean(axis=0), pixels.std(axis=0)
-    measured = "mean " + ",".join(f"{m:.2f}" for m in means) + " std " + ",".join(
-        f"{s:.2f}" for s in stds) + f" (into {first.name})"
+    measured = (
+        "mean "
+        + ",".join(f"{m:.2f}" for m in means)
+        + " std "
+        + ",".join(f"{s:.2f}" for s in stds)
+        + f" (into {first.name})"
+    )
     expected = f"|mean| <= {MAX_ABS_MEAN}, std {STD_RANGE[0]}..{STD_RANGE[1]}"
-    if np.all(np.abs(means) <= MAX_ABS_MEAN) and np.all((stds >= STD_RANGE[0])
-                                                        & (stds <= STD_RANGE[1])):
+    if np.all(np.abs(means) <= MAX_ABS_MEAN) and np.all(
+        (stds >= STD_RANGE[0]) & (stds <= STD_RANGE[1])
+    ):
         return Result("data", "input scale", measured, expected, "pass")
-    return Result("data", "input scale", measured, expected, "warn",
-                  "inputs are not standardized: put a keras.layers.Normalization (adapted to "
-                  "the training images) in front of the model")
+    return Result(
+        "data",
+        "input scale",
+        measured,
+        expected,
+        "warn",
+        "inputs are not standardized: put a keras.layers.Normalization (adapted to "
+        "the training images) in front of the model",
+    )
 
 
 def _duplicates_result(exam, train_hashes):
-    held_out = [(name, data) for name, data in (("validation", exam.validation),
-                                                ("test", exam.test)) if data is not None]
+    held_out = [
+        (name, data)
+        for name, data in (("validation", exam.validation), ("test", exam.test))
+        if data is not None
+    ]
     if not held_out:
-        return Result("data", "train/test duplicates", "no held-out data given",
-                      "held-out images not in train", "warn",
-                      "pass validation_data (and test_data) to check for leaks")
+        return Result(
+            "data",
+            "train/test duplicates",
+            "no held-out data given",
+            "held-out images not in train",
+            "warn",
+            "pass validation_data (and test_data) to check for leaks",
+        )
     copies = total = 0
     for _, data in held_out:
         for images, _ in exam.examples(data, exam.budget.scan_examples):
@@ -125,7 +173,14 @@ def _duplicates_result(exam, train_hashes):
     measured = f"{copies} of {total} held-out images are in train ({share:.2%})"
     expected = f"<= {MAX_DUPLICATE_SHARE:.0%}"
     verdict = "warn" if share > MAX_DUPLICATE_SHARE else "pass"
-    return Result("data", "train/test duplicates", measured, expected, verdict,
-                  "" if verdict == "pass" else
-                  "held-out images also in training: remove them, or the held-out accuracy "
-                  "overstates what the model does on new images")
+    return Result(
+        "data",
+        "train/test duplicates",
+        measured,
+        expected,
+        verdict,
+        ""
+        if verdict == "pass"
+        else "held-out images also in training: remove them, or the held-out accuracy "
+        "overstates what the model does on new images",
+    )

@@ -36,9 +36,22 @@ def check_names(names):
     return [name for name in CHECKS if name in names or not names]
 
 
-def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), test_data=None,
-            augmented_data=None, loss=None, optimizer=None, batch_size=32, class_names=None,
-            budget=None, seed=0, output_dir=None):
+def examine(
+    model,
+    train_data,
+    validation_data=None,
+    *,
+    checks=tuple(CHECKS),
+    test_data=None,
+    augmented_data=None,
+    loss=None,
+    optimizer=None,
+    batch_size=32,
+    class_names=None,
+    budget=None,
+    seed=0,
+    output_dir=None,
+):
     """Examine a Keras classifier and its data before a long training run.
 
     `model`: a built Functional or Sequential model with one output of K class scores,
@@ -58,15 +71,22 @@ def examine(model, train_data, validation_data=None, *, checks=tuple(CHECKS), te
         as_batches(validation_data, batch_size, shuffle=False, seed=seed),
         as_batches(test_data, batch_size, shuffle=False, seed=seed),
         as_batches(augmented_data, batch_size, shuffle=True, seed=seed),
-        loss=loss, optimizer=optimizer, budget=budget or Budget(), class_names=class_names,
+        loss=loss,
+        optimizer=optimizer,
+        budget=budget or Budget(),
+        class_names=class_names,
     )
     for name in names:
         log.info("doctor: %s ...", name)
         started = time.perf_counter()
         exam.report.results.extend(CHECKS[name](exam))
         exam.report.seconds[name] = round(time.perf_counter() - started, 1)
-        log.info("doctor: %s %s (%.1f s)", name, exam.report.checks[name].upper(),
-                 exam.report.seconds[name])
+        log.info(
+            "doctor: %s %s (%.1f s)",
+            name,
+            exam.report.checks[name].upper(),
+            exam.report.seconds[name],
+        )
     if output_dir is not None:
         exam.report.save(output_dir)
     return exam.report

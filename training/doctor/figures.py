@@ -53,16 +53,19 @@ def _label_text(label, class_names):
     return " / ".join(f"{class_names[k]} {label[k]:.0%}" for k in top)
 
 
-def lr_range_plot(rates, losses, smoothed, *, steepest, at_minimum, safe, configured,
-                  title) -> bytes:
+def lr_range_plot(
+    rates, losses, smoothed, *, steepest, at_minimum, safe, configured, title
+) -> bytes:
     figure = Figure(figsize=(7.5, 4.5), dpi=80, layout="constrained")
     axes = figure.subplots()
     axes.plot(rates, losses, color="#bbbbbb", linewidth=0.8, label="loss per step")
     axes.plot(rates, smoothed, color=INIT_COLOR, linewidth=2, label="smoothed loss")
-    for rate, color, text in ((steepest, "#2ca02c", "steepest descent"),
-                              (at_minimum, "#7f7f7f", "loss minimum"),
-                              (safe, "#ff7f0e", "suggested (safe)"),
-                              (configured, TRAINED_COLOR, "configured")):
+    for rate, color, text in (
+        (steepest, "#2ca02c", "steepest descent"),
+        (at_minimum, "#7f7f7f", "loss minimum"),
+        (safe, "#ff7f0e", "suggested (safe)"),
+        (configured, TRAINED_COLOR, "configured"),
+    ):
         if rate:
             axes.axvline(rate, color=color, linestyle="--", label=f"{text}: {rate:.2g}")
     axes.set_xscale("log")
@@ -85,27 +88,36 @@ def activations_plot(at_init, after, gradients_init, gradients_after, *, steps, 
         names = [names[i] for i in np.linspace(0, len(names) - 1, MAX_HISTOGRAMS).astype(int)]
     columns = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / columns) if names else 0
-    figure = Figure(figsize=(3.2 * columns + 0.5, 2.3 * rows + 3.2), dpi=80,
-                    layout="constrained")
+    figure = Figure(figsize=(3.2 * columns + 0.5, 2.3 * rows + 3.2), dpi=80, layout="constrained")
     figure.suptitle(title, fontsize=12)
     grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1] * rows + [1.3])
     for index, name in enumerate(names):
         axes = figure.add_subplot(grid[index // columns, index % columns])
-        for values, color, when in ((at_init[name], INIT_COLOR, "init"),
-                                    (after.get(name), TRAINED_COLOR, f"after {steps} steps")):
+        for values, color, when in (
+            (at_init[name], INIT_COLOR, "init"),
+            (after.get(name), TRAINED_COLOR, f"after {steps} steps"),
+        ):
             if values is None:
                 continue
             values = values[np.isfinite(values)]
-            axes.hist(values, bins=50, color=color, alpha=0.55, density=True,
-                      label=f"{when}: std {values.std():.2g}" if values.size else when)
+            axes.hist(
+                values,
+                bins=50,
+                color=color,
+                alpha=0.55,
+                density=True,
+                label=f"{when}: std {values.std():.2g}" if values.size else when,
+            )
         axes.set_title(name, fontsize=9)
         axes.tick_params(labelsize=7)
         axes.legend(fontsize=6.5, loc="upper right")
     axes = figure.add_subplot(grid[rows, :])
     layers = list(gradients_init)
     positions = np.arange(len(layers))
-    for values, color, when in ((gradients_init, INIT_COLOR, "init"),
-                                (gradients_after, TRAINED_COLOR, f"after {steps} steps")):
+    for values, color, when in (
+        (gradients_init, INIT_COLOR, "init"),
+        (gradients_after, TRAINED_COLOR, f"after {steps} steps"),
+    ):
         if values:
             heights = [max(values[name], 1e-30) for name in layers]
             axes.semilogy(positions, heights, marker="o", color=color, label=when)

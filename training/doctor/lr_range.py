@@ -35,7 +35,8 @@ def smooth(losses, beta=SMOOTHING):
 def check_lr_range(exam):
     steps = exam.budget.lr_range_steps
     growth = keras.optimizers.schedules.ExponentialDecay(
-        START_LR, decay_steps=steps, decay_rate=END_LR / START_LR)
+        START_LR, decay_steps=steps, decay_rate=END_LR / START_LR
+    )
     model = exam.copy(learning_rate=growth)
     rates, losses = [], []
     best = math.inf
@@ -60,8 +61,9 @@ def suggest(rates, losses):
     span = max(1, round(per_decade / 4))
     centers = np.arange(max(span, round(1 / (1 - SMOOTHING))), lowest - span + 1)
     if len(centers):
-        slopes = ((smoothed[centers + span] - smoothed[centers - span])
-                  / (log_rates[centers + span] - log_rates[centers - span]))
+        slopes = (smoothed[centers + span] - smoothed[centers - span]) / (
+            log_rates[centers + span] - log_rates[centers - span]
+        )
         steepest = float(rates[centers[int(np.argmin(slopes))]])
     else:  # the loss never fell: its minimum is at the start
         steepest = float(rates[lowest])
@@ -72,18 +74,34 @@ def suggest(rates, losses):
 def lr_range_results(exam, rates, losses):
     steepest, at_minimum, safe = suggest(rates, losses)
     configured = exam.configured_learning_rate(exam.budget.learn_steps)
-    exam.findings.update(suggested_lr=float(f"{safe:.2g}"), steepest_lr=steepest,
-                         lr_at_minimum_loss=at_minimum, configured_lr=configured)
+    exam.findings.update(
+        suggested_lr=float(f"{safe:.2g}"),
+        steepest_lr=steepest,
+        lr_at_minimum_loss=at_minimum,
+        configured_lr=configured,
+    )
     exam.report.images["lr_range.png"] = figures.lr_range_plot(
-        rates, losses, smooth(losses), steepest=steepest, at_minimum=at_minimum, safe=safe,
+        rates,
+        losses,
+        smooth(losses),
+        steepest=steepest,
+        at_minimum=at_minimum,
+        safe=safe,
         configured=configured,
-        title=f"learning-rate range test, {len(losses)} steps")
-    measured = (f"loss lowest at {at_minimum:.2g}, steepest at {steepest:.2g}; "
-                f"configured {configured:.2g}")
+        title=f"learning-rate range test, {len(losses)} steps",
+    )
+    measured = (
+        f"loss lowest at {at_minimum:.2g}, steepest at {steepest:.2g}; configured {configured:.2g}"
+    )
     expected = f"configured {safe / SAFETY:.2g}..{at_minimum:.2g} (suggest {safe:.2g})"
     if configured > at_minimum:
-        verdict, advice = "fail", (f"the configured rate is past the loss minimum of the range "
-                                   f"test, where training turns unstable: use {safe:.2g}")
+        verdict, advice = (
+            "fail",
+            (
+                f"the configured rate is past the loss minimum of the range "
+                f"test, where training turns unstable: use {safe:.2g}"
+            ),
+        )
     elif configured < safe / SAFETY:
         verdict, advice = "warn", f"the configured rate is needlessly low: try {safe:.2g}"
     else:

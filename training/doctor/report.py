@@ -78,8 +78,10 @@ class Report:
     def table(self, advice_width=60) -> str:
         """A plain-text table: check, what, measured, expected, verdict, advice (wrapped)."""
         header = ("check", "what", "measured", "expected", "verdict", "advice")
-        rows = [(r.check, r.name, r.measured, r.expected, r.verdict.upper(), r.advice or "-")
-                for r in self.results]
+        rows = [
+            (r.check, r.name, r.measured, r.expected, r.verdict.upper(), r.advice or "-")
+            for r in self.results
+        ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
         lines = []
         for row in [header, *rows]:
@@ -98,6 +100,8 @@ class Report:
         directory.mkdir(parents=True, exist_ok=True)
         for name, png in self.images.items():
             rundir.write_bytes_atomic(directory / name, png)
-        rundir.write_text_atomic(directory / "report.json",
-                                 json.dumps({**self.to_dict(), **(extra or {})}, indent=2) + "\n")
+        rundir.write_text_atomic(
+            directory / "report.json",
+            json.dumps({**self.to_dict(), **(extra or {})}, indent=2) + "\n",
+        )
         return directory

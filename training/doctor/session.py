@@ -46,7 +46,9 @@ def as_batches(data, batch_size, *, shuffle, seed):
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = np.asarray(data[0]), np.asarray(data[1])
         if len(images) != len(labels):
-            raise ValueError(f"x and y differ in length: {len(images)} images, {len(labels)} labels")
+            raise ValueError(
+                f"x and y differ in length: {len(images)} images, {len(labels)} labels"
+            )
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
         if shuffle:
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -82,8 +84,9 @@ def _strip_regularization(layer):
 class Examination:
     """The model and data under examination, shared by the checks of one `examine` call."""
 
-    def __init__(self, model, train, validation, test, augmented, *, loss, optimizer, budget,
-                 class_names):
+    def __init__(
+        self, model, train, validation, test, augmented, *, loss, optimizer, budget, class_names
+    ):
         if not isinstance(model, keras.Model) or not model.built or not model.inputs:
             raise ValueError("examine needs a built Functional or Sequential keras.Model")
         self.model = model
@@ -101,15 +104,19 @@ class Examination:
         one_hot = train.element_spec[1].shape.rank == 2
         loss = loss if loss is not None else getattr(model, "loss", None)
         if loss is None:
-            loss = (keras.losses.CategoricalCrossentropy() if one_hot
-                    else keras.losses.SparseCategoricalCrossentropy())
+            loss = (
+                keras.losses.CategoricalCrossentropy()
+                if one_hot
+                else keras.losses.SparseCategoricalCrossentropy()
+            )
         self.loss = keras.losses.get(loss) if isinstance(loss, str) else loss
         if not callable(self.loss):
             raise TypeError(f"examine needs one loss for one output, got {loss!r}")
         self.loss_takes_logits = _loss_takes_logits(self.loss)
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
         self.optimizer_config = keras.optimizers.serialize(
-            optimizer if optimizer is not None else keras.optimizers.Adam(1e-3))
+            optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
+        )
         self._run = None
         self.report = Report()
 
@@ -149,13 +156,15 @@ class Examination:
         """A fresh copy of the model holding `weights` (default: the model's own), compiled
         with a fresh optimizer. `regularized=False` drops dropout and weight penalties."""
         clone = keras.models.clone_model(
-            self.model, recursive=True,
+            self.model,
+            recursive=True,
             clone_function=None if regularized else _strip_regularization,
         )
         clone.set_weights(self.initial_weights if weights is None else weights)
         if compiled:
-            clone.compile(optimizer=self.new_optimizer(learning_rate), loss=self.loss,
-                          metrics=["accuracy"])
+            clone.compile(
+                optimizer=self.new_optimizer(learning_rate), loss=self.loss, metrics=["accuracy"]
+            )
         return clone
 
     # ------------------------------------------------------------------ data
@@ -182,8 +191,9 @@ class Examination:
         """The shared short run on the augmented training data, advanced to `steps` steps.
         Checks that look at a trained model share it, so it is paid for once."""
         if self._run is None:
-            self._run = TrainingRun(self.copy(), self.augmented.repeat(),
-                                    snapshot_at=self.budget.probe_steps)
+            self._run = TrainingRun(
+                self.copy(), self.augmented.repeat(), snapshot_at=self.budget.probe_steps
+            )
         self._run.advance(steps)
         return self._run
 
@@ -198,8 +208,11 @@ class Examination:
         by_path = {v.path: g for v, g in zip(variables, grads) if g is not None}
         result = {}
         for layer in weighted_layers(model):
-            squares = sum(float(tf.reduce_sum(tf.square(tf.cast(by_path[v.path], tf.float64))))
-                          for v in layer.trainable_weights if v.path in by_path)
+            squares = sum(
+                float(tf.reduce_sum(tf.square(tf.cast(by_path[v.path], tf.float64))))
+                for v in layer.trainable_weights
+                if v.path in by_path
+            )
             count = sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
             result[layer.name] = math.sqrt(squares / count)
         return result

@@ -38,8 +38,11 @@ def check_initial_loss(exam):
         losses.append(float(exam.mean_loss(labels, predicted)))
         outputs.append(np.asarray(predicted, np.float64))
     outputs = np.concatenate(outputs)
-    return [_loss_result(float(np.mean(losses)), exam.num_classes), _outputs_result(exam, outputs),
-            _spread_result(outputs, exam.class_names)]
+    return [
+        _loss_result(float(np.mean(losses)), exam.num_classes),
+        _outputs_result(exam, outputs),
+        _spread_result(outputs, exam.class_names),
+    ]
 
 
 def excess_loss(num_classes, spread, samples=20_000):
@@ -58,31 +61,58 @@ def _loss_result(loss, num_classes):
     expected = f"ln {num_classes} = {chance:.2f}, at most {chance + healthy:.2f}"
     excess = loss - chance
     if not math.isfinite(loss) or excess > excess_loss(num_classes, TOLERATED_SPREAD):
-        return Result("initial_loss", "loss at init", measured, expected, "fail",
-                      "far above chance before any training: check the initializer scale, "
-                      "the head (logits vs probabilities) and the labels")
+        return Result(
+            "initial_loss",
+            "loss at init",
+            measured,
+            expected,
+            "fail",
+            "far above chance before any training: check the initializer scale, "
+            "the head (logits vs probabilities) and the labels",
+        )
     if excess > healthy:
-        return Result("initial_loss", "loss at init", measured, expected, "warn",
-                      "overconfident at init: scale down the last layer's initialization")
+        return Result(
+            "initial_loss",
+            "loss at init",
+            measured,
+            expected,
+            "warn",
+            "overconfident at init: scale down the last layer's initialization",
+        )
     return Result("initial_loss", "loss at init", measured, expected, "pass")
 
 
 def _outputs_result(exam, outputs):
     sums = outputs.sum(axis=1)
-    probabilities = bool(np.all(outputs >= 0) and np.all(outputs <= 1)
-                         and np.all(np.abs(sums - 1) <= SUM_TOLERANCE))
-    measured = (f"{'probabilities' if probabilities else 'not probabilities'} (values "
-                f"{outputs.min():.2g}..{outputs.max():.2g}, rows sum {sums.min():.3g}.."
-                f"{sums.max():.3g})")
+    probabilities = bool(
+        np.all(outputs >= 0) and np.all(outputs <= 1) and np.all(np.abs(sums - 1) <= SUM_TOLERANCE)
+    )
+    measured = (
+        f"{'probabilities' if probabilities else 'not probabilities'} (values "
+        f"{outputs.min():.2g}..{outputs.max():.2g}, rows sum {sums.min():.3g}.."
+        f"{sums.max():.3g})"
+    )
     expected = "logits (from_logits=True)" if exam.loss_takes_logits else "probabilities"
     if exam.loss_takes_logits and probabilities:
-        return Result("initial_loss", "head vs loss", measured, expected, "warn",
-                      "the head already applies softmax and the loss applies it again: "
-                      "use from_logits=False or a linear head")
+        return Result(
+            "initial_loss",
+            "head vs loss",
+            measured,
+            expected,
+            "warn",
+            "the head already applies softmax and the loss applies it again: "
+            "use from_logits=False or a linear head",
+        )
     if not exam.loss_takes_logits and not probabilities:
-        return Result("initial_loss", "head vs loss", measured, expected, "fail",
-                      "the head outputs logits but the loss expects probabilities: pass "
-                      "from_logits=True to the loss, or end the model with a softmax")
+        return Result(
+            "initial_loss",
+            "head vs loss",
+            measured,
+            expected,
+            "fail",
+            "the head outputs logits but the loss expects probabilities: pass "
+            "from_logits=True to the loss, or end the model with a softmax",
+        )
     return Result("initial_loss", "head vs loss", measured, expected, "pass")
 
 
@@ -92,12 +122,19 @@ def _spread_result(outputs, class_names):
     share = float(np.mean(predicted == commonest))
     constant = bool(np.all(outputs.std(axis=0) == 0))
     measured = f"{share:.0%} predicted {class_names[commonest]}" + (
-        ", the same output for every image" if constant else "")
+        ", the same output for every image" if constant else ""
+    )
     expected = f"no class above {MAX_ONE_CLASS_SHARE:.0%}"
     if constant or share > MAX_ONE_CLASS_SHARE:
-        return Result("initial_loss", "predictions at init", measured, expected, "fail",
-                      "the output ignores the input: all-zero or tiny weights (check the "
-                      "kernel initializer), or a dead layer")
+        return Result(
+            "initial_loss",
+            "predictions at init",
+            measured,
+            expected,
+            "fail",
+            "the output ignores the input: all-zero or tiny weights (check the "
+            "kernel initializer), or a dead layer",
+        )
     return Result("initial_loss", "predictions at init", measured, expected, "pass")
 
 
@@ -115,19 +152,40 @@ def check_overfit_small(exam):
     expected = f"100% within {exam.budget.overfit_steps} steps"
     exam.findings["overfit_small_reached"] = reached
     if reached is not None:
-        return [Result("overfit_small", "memorize one batch",
-                       f"{len(images)} images: 100% after {reached} steps", expected, "pass")]
-    return [Result("overfit_small", "memorize one batch",
-                   f"{len(images)} images: best {best:.0%} in {exam.budget.overfit_steps} steps",
-                   expected, "fail",
-                   "cannot memorize a single batch: check that the labels belong to the images, "
-                   "the loss matches the head, and the learning rate (lr_range)")]
+        return [
+            Result(
+                "overfit_small",
+                "memorize one batch",
+                f"{len(images)} images: 100% after {reached} steps",
+                expected,
+                "pass",
+            )
+        ]
+    return [
+        Result(
+            "overfit_small",
+            "memorize one batch",
+            f"{len(images)} images: best {best:.0%} in {exam.budget.overfit_steps} steps",
+            expected,
+            "fail",
+            "cannot memorize a single batch: check that the labels belong to the images, "
+            "the loss matches the head, and the learning rate (lr_range)",
+        )
+    ]
 
 
 def check_learns(exam):
     if exam.validation is None:
-        return [Result("learns", "validation accuracy", "no validation data given",
-                       "clearly above chance", "warn", "pass validation_data to run this check")]
+        return [
+            Result(
+                "learns",
+                "validation accuracy",
+                "no validation data given",
+                "clearly above chance",
+                "warn",
+                "pass validation_data to run this check",
+            )
+        ]
     run = exam.training_run(exam.budget.learn_steps)
     hits = total = 0
     counts = np.zeros(exam.num_classes, np.int64)
@@ -136,8 +194,7 @@ def check_learns(exam):
         predicted = np.asarray(run.model(images, training=False)).argmax(axis=1)
         hits += int(np.sum(predicted == classes))
         total += len(classes)
-        counts += np.bincount(np.clip(classes, 0, exam.num_classes - 1),
-                              minlength=exam.num_classes)
+        counts += np.bincount(np.clip(classes, 0, exam.num_classes - 1), minlength=exam.num_classes)
     accuracy = hits / total
     # Chance: always answering the most common validation class.
     chance = counts.max() / total
@@ -147,18 +204,43 @@ def check_learns(exam):
     measured = f"{accuracy:.1%} on {total} images after {run.steps} steps"
     expected = f">= {halfway:.0%} (chance {chance:.0%})"
     if run.first_nonfinite is not None:
-        return [Result("learns", "validation accuracy", measured, expected, "fail",
-                       f"the loss became NaN/Inf at step {run.first_nonfinite}: lower the "
-                       f"learning rate (see lr_range)")]
+        return [
+            Result(
+                "learns",
+                "validation accuracy",
+                measured,
+                expected,
+                "fail",
+                f"the loss became NaN/Inf at step {run.first_nonfinite}: lower the "
+                f"learning rate (see lr_range)",
+            )
+        ]
     if accuracy >= halfway:
         return [Result("learns", "validation accuracy", measured, expected, "pass")]
     if accuracy >= significant:
-        return [Result("learns", "validation accuracy", measured, expected, "warn",
-                       "learning, but slowly: try the learning rate lr_range suggests, or "
-                       "check augmentation strength")]
+        return [
+            Result(
+                "learns",
+                "validation accuracy",
+                measured,
+                expected,
+                "warn",
+                "learning, but slowly: try the learning rate lr_range suggests, or "
+                "check augmentation strength",
+            )
+        ]
     memorized = exam.findings.get("overfit_small_reached") is not None
-    return [Result("learns", "validation accuracy", measured, expected, "fail",
-                   "the small sample was memorized but validation stays at chance: suspect the "
-                   "labels (shuffled, or not matching the images)" if memorized else
-                   "validation stays at chance: check the labels, the learning rate "
-                   "(lr_range) and the model")]
+    return [
+        Result(
+            "learns",
+            "validation accuracy",
+            measured,
+            expected,
+            "fail",
+            "the small sample was memorized but validation stays at chance: suspect the "
+            "labels (shuffled, or not matching the images)"
+            if memorized
+            else "validation stays at chance: check the labels, the learning rate "
+            "(lr_range) and the model",
+        )
+    ]

@@ -19,14 +19,16 @@ from zoo.layers import LocalResponseNormalization
 from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
-PAPER = ("Krizhevsky, Sutskever & Hinton 2012, ImageNet classification with deep convolutional "
-         "neural networks")
+PAPER = (
+    "Krizhevsky, Sutskever & Hinton 2012, ImageNet classification with deep convolutional "
+    "neural networks"
+)
 ARGUMENT_DOCS = {
     "dropout_rate": "dropout at FC6 and FC7 (before them in torchvision's layout, after them in "
-                    "the paper's), in [0, 1); 0 removes the Dropout layers.",
+    "the paper's), in [0, 1); 0 removes the Dropout layers.",
     "fc_units": "width of FC6 and FC7.",
     "local_response_norm": "local response normalization after conv1 and conv2; None: the "
-                           "layout's own choice (the paper's has it, torchvision's not).",
+    "layout's own choice (the paper's has it, torchvision's not).",
 }
 
 
@@ -83,8 +85,16 @@ def _conv_stage(x, index, conv, *, local_response_norm, options):
     elif conv.padding:
         # Strided "same" would pad 224 to 56 outputs; torchvision's 2 zeros a side give 55.
         x = keras.layers.ZeroPadding2D(conv.padding, name=f"{name}_pad")(x)
-    x = conv_norm_act(x, conv.filters, conv.kernel_size, strides=conv.strides, padding=padding,
-                      groups=conv.groups, options=options, name=name)
+    x = conv_norm_act(
+        x,
+        conv.filters,
+        conv.kernel_size,
+        strides=conv.strides,
+        padding=padding,
+        groups=conv.groups,
+        options=options,
+        name=name,
+    )
     if local_response_norm and index <= LRN_AFTER:
         x = LocalResponseNormalization(name=f"{name}_lrn")(x)
     if conv.pool:
@@ -92,14 +102,33 @@ def _conv_stage(x, index, conv, *, local_response_norm, options):
     return x
 
 
-def _alexnet(input_shape, *, layout, num_classes=1000, include_top=True, pooling=None,
-             classifier_activation="softmax", activation="relu", leaky_slope=DEFAULT_LEAKY_SLOPE,
-             kernel_initializer="he_normal", normalization="none", dropout_rate=0.5,
-             weight_decay=0.0, fc_units=4096, local_response_norm=None, name="alexnet"):
+def _alexnet(
+    input_shape,
+    *,
+    layout,
+    num_classes=1000,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="he_normal",
+    normalization="none",
+    dropout_rate=0.5,
+    weight_decay=0.0,
+    fc_units=4096,
+    local_response_norm=None,
+    name="alexnet",
+):
     """The one AlexNet builder: `layout` is TORCHVISION or KRIZHEVSKY_2012; the other arguments
     are documented on `alexnet` (ARGUMENT_DOCS)."""
-    common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
-                                pooling=pooling, classifier_activation=classifier_activation)
+    common.check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     common.check_dropout(name, dropout_rate)
     if not isinstance(fc_units, int) or isinstance(fc_units, bool) or fc_units < 1:
         raise ValueError(f"{name}: fc_units must be a positive integer, got {fc_units!r}.")
@@ -109,9 +138,13 @@ def _alexnet(input_shape, *, layout, num_classes=1000, include_top=True, pooling
         )
     if local_response_norm is None:
         local_response_norm = layout.local_response_norm
-    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
-                                   kernel_initializer=kernel_initializer,
-                                   normalization=normalization, weight_decay=weight_decay)
+    options = common.layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+    )
 
     inputs = common.model_input(input_shape)
     x = inputs
@@ -130,22 +163,32 @@ def _alexnet(input_shape, *, layout, num_classes=1000, include_top=True, pooling
         x = options.act(name=f"fc{index}_act")(x)
         if dropout_rate and not layout.dropout_before_fc:
             x = keras.layers.Dropout(dropout_rate, name=f"fc{index}_dropout")(x)
-    x = common.classifier(x, num_classes=num_classes, classifier_activation=classifier_activation,
-                          options=options)
+    x = common.classifier(
+        x, num_classes=num_classes, classifier_activation=classifier_activation, options=options
+    )
     return keras.Model(inputs, x, name=name)
 
 
 # Keras 3.15's AdaptiveAveragePooling2D fails in graph mode on a 1x1 map, so the last max pool
 # must leave 2x2: 95 is the smallest input that does (63 would leave 1x1).
 alexnet = register_model(
-    "alexnet", _alexnet, fixed={"layout": TORCHVISION}, paper=PAPER,
+    "alexnet",
+    _alexnet,
+    fixed={"layout": TORCHVISION},
+    paper=PAPER,
     summary="AlexNet as in torchvision: one tower, no LRN, adaptive average pool to 6x6.",
-    default_input_shape=(224, 224, 3), min_input_size=95, argument_docs=ARGUMENT_DOCS,
+    default_input_shape=(224, 224, 3),
+    min_input_size=95,
+    argument_docs=ARGUMENT_DOCS,
 )
 # The smallest input whose last max pool still has a 3x3 map to pool (it gives 1x1).
 alexnet_original = register_model(
-    "alexnet_original", _alexnet, fixed={"layout": KRIZHEVSKY_2012}, paper=PAPER,
-    summary="AlexNet as in the 2012 paper: two towers as grouped convolutions, LRN, 227x227 "
-            "input.",
-    default_input_shape=(227, 227, 3), min_input_size=67, argument_docs=ARGUMENT_DOCS,
+    "alexnet_original",
+    _alexnet,
+    fixed={"layout": KRIZHEVSKY_2012},
+    paper=PAPER,
+    summary="AlexNet as in the 2012 paper: two towers as grouped convolutions, LRN, 227x227 input.",
+    default_input_shape=(227, 227, 3),
+    min_input_size=67,
+    argument_docs=ARGUMENT_DOCS,
 )

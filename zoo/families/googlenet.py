@@ -47,14 +47,14 @@ AUX_HEAD_MODULES = ("4a", "4d")
 AUX_MIN_INPUT_SIZE = 65
 ARGUMENT_DOCS = {
     "normalization": "'none' as in the paper; 'batch' puts BatchNorm after every convolution "
-                     "(without conv biases), and so on for the other normalizations.",
+    "(without conv biases), and so on for the other normalizations.",
     "dropout_rate": "dropout before the classifier (the paper's 0.4), in [0, 1).",
     "batch_norm": "True: the common BatchNorm variant, shorthand for normalization='batch'.",
     "stages": "the Inception table as data: per stage (3, 4, 5), a list of module rows "
-              "(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).",
+    "(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).",
     "local_response_norm": "the two LRN layers of the paper's Figure 3.",
     "aux_logits": "add the two auxiliary classifiers (on 4a and 4d, for training): the outputs "
-                  "are then [main, aux1, aux2]; needs include_top and at least a 65x65 input.",
+    "are then [main, aux1, aux2]; needs include_top and at least a 65x65 input.",
     "aux_dropout_rate": "dropout in the auxiliary classifiers, in [0, 1).",
 }
 
@@ -85,7 +85,6 @@ def inception_module(x, filters, *, options: LayerOptions, name):
     )
 
 
-
 def _aux_head(x, *, num_classes, classifier_activation, dropout_rate, options, name):
     """Section 5: 5x5/3 average pool, 1x1 conv (128), FC 1024, dropout 0.7, linear classifier."""
     x = keras.layers.AveragePooling2D(5, strides=3, name=f"{name}_pool")(x)
@@ -95,9 +94,13 @@ def _aux_head(x, *, num_classes, classifier_activation, dropout_rate, options, n
     x = options.act(name=f"{name}_fc_act")(x)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout")(x)
-    return common.classifier(x, num_classes=num_classes,
-                             classifier_activation=classifier_activation, options=options,
-                             name=f"{name}_predictions")
+    return common.classifier(
+        x,
+        num_classes=num_classes,
+        classifier_activation=classifier_activation,
+        options=options,
+        name=f"{name}_predictions",
+    )
 
 
 def _module_name(stage, index):
@@ -119,22 +122,43 @@ def _check_stages(name, stages):
                 )
 
 
-def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
-               classifier_activation="softmax", activation="relu",
-               leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="glorot_uniform",
-               normalization="none", dropout_rate=0.4, weight_decay=0.0, batch_norm=False,
-               stages=INCEPTION_V1_STAGES, local_response_norm=True, aux_logits=False,
-               aux_dropout_rate=0.7, name="googlenet"):
+def _googlenet(
+    input_shape,
+    *,
+    num_classes=1000,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="glorot_uniform",
+    normalization="none",
+    dropout_rate=0.4,
+    weight_decay=0.0,
+    batch_norm=False,
+    stages=INCEPTION_V1_STAGES,
+    local_response_norm=True,
+    aux_logits=False,
+    aux_dropout_rate=0.7,
+    name="googlenet",
+):
     """The one GoogLeNet builder; its arguments are documented on `googlenet` (ARGUMENT_DOCS)."""
     if not isinstance(batch_norm, bool):
         raise ValueError(f"{name}: batch_norm must be True or False, got {batch_norm!r}.")
     if batch_norm:
         if normalization not in ("none", "batch"):
-            raise ValueError(f"{name}: batch_norm=True contradicts "
-                             f"normalization={normalization!r}; pass one of them.")
+            raise ValueError(
+                f"{name}: batch_norm=True contradicts "
+                f"normalization={normalization!r}; pass one of them."
+            )
         normalization = "batch"
-    common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
-                                pooling=pooling, classifier_activation=classifier_activation)
+    common.check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     common.check_dropout(name, dropout_rate)
     common.check_dropout(name, aux_dropout_rate)
     _check_stages(name, stages)
@@ -162,9 +186,13 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
                 f"{name}: with aux_logits=True, input_shape {input_shape} is too small; the "
                 f"auxiliary heads need at least {AUX_MIN_INPUT_SIZE}x{AUX_MIN_INPUT_SIZE} pixels."
             )
-    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
-                                   kernel_initializer=kernel_initializer,
-                                   normalization=normalization, weight_decay=weight_decay)
+    options = common.layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+    )
 
     inputs = common.model_input(input_shape)
     x = conv_norm_act(inputs, 64, 7, strides=2, options=options, name="conv1")
@@ -183,15 +211,25 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
             module = _module_name(stage, index)
             x = inception_module(x, row, options=options, name=f"inception_{module}")
             if aux_logits and module in AUX_HEAD_MODULES:
-                aux_outputs.append(_aux_head(
-                    x, num_classes=num_classes, classifier_activation=classifier_activation,
-                    dropout_rate=aux_dropout_rate, options=options,
-                    name=f"aux{len(aux_outputs) + 1}",
-                ))
+                aux_outputs.append(
+                    _aux_head(
+                        x,
+                        num_classes=num_classes,
+                        classifier_activation=classifier_activation,
+                        dropout_rate=aux_dropout_rate,
+                        options=options,
+                        name=f"aux{len(aux_outputs) + 1}",
+                    )
+                )
 
     outputs = common.global_pool_classifier(
-        x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-        classifier_activation=classifier_activation, dropout_rate=dropout_rate, options=options,
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate,
+        options=options,
     )
     if aux_logits:
         outputs = [outputs, *aux_outputs]
@@ -201,7 +239,11 @@ def _googlenet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
 # Five stride-2 steps: 32 is the smallest input each of them halves (down to 1x1 before the
 # average pool). With aux_logits=True the minimum is AUX_MIN_INPUT_SIZE.
 googlenet = register_model(
-    "googlenet", _googlenet, paper=PAPER,
+    "googlenet",
+    _googlenet,
+    paper=PAPER,
     summary="GoogLeNet (Inception v1) as in the paper's Table 1, without BatchNorm.",
-    default_input_shape=(224, 224, 3), min_input_size=32, argument_docs=ARGUMENT_DOCS,
+    default_input_shape=(224, 224, 3),
+    min_input_size=32,
+    argument_docs=ARGUMENT_DOCS,
 )

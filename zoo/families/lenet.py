@@ -20,9 +20,9 @@ SUBSAMPLINGS = ("trainable", "max", "average")
 ARGUMENT_DOCS = {
     "dropout_rate": "dropout before the output layer, in [0, 1); 0 removes the Dropout layer.",
     "c3_connections": "'lecun': each C3 map reads the S2 maps of the paper's Table I; 'full': "
-                      "every C3 map reads all six.",
+    "every C3 map reads all six.",
     "subsampling": "S2 and S4: 'trainable' (the paper's window mean times a trainable "
-                   "coefficient plus a bias per map, then the activation), 'max' or 'average'.",
+    "coefficient plus a bias per map, then the activation), 'max' or 'average'.",
     "fc_units": "width of F6.",
 }
 
@@ -51,13 +51,32 @@ def _c3(x, connections, *, options, name):
     return options.act(name=f"{name}_act")(x)
 
 
-def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
-           classifier_activation="softmax", activation, leaky_slope=DEFAULT_LEAKY_SLOPE,
-           kernel_initializer, normalization="none", dropout_rate=0.0, weight_decay=0.0,
-           c3_connections, subsampling, fc_units=84, name):
+def _lenet(
+    input_shape,
+    *,
+    num_classes=10,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation,
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer,
+    normalization="none",
+    dropout_rate=0.0,
+    weight_decay=0.0,
+    c3_connections,
+    subsampling,
+    fc_units=84,
+    name,
+):
     """The one LeNet builder; its arguments are documented on `lenet5` (ARGUMENT_DOCS)."""
-    common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
-                                pooling=pooling, classifier_activation=classifier_activation)
+    common.check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     common.check_dropout(name, dropout_rate)
     if c3_connections not in C3_CONNECTIONS:
         raise ValueError(
@@ -67,9 +86,13 @@ def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
         raise ValueError(
             f"{name}: subsampling must be 'trainable', 'max' or 'average', got {subsampling!r}."
         )
-    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
-                                   kernel_initializer=kernel_initializer,
-                                   normalization=normalization, weight_decay=weight_decay)
+    options = common.layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+    )
 
     inputs = common.model_input(input_shape)
     x = conv_norm_act(inputs, 6, 5, padding="valid", options=options, name="c1")
@@ -84,25 +107,40 @@ def _lenet(input_shape, *, num_classes=10, include_top=True, pooling=None,
         x = options.act(name="f6_act")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name="f6_dropout")(x)
-        x = common.classifier(x, num_classes=num_classes,
-                              classifier_activation=classifier_activation, options=options)
+        x = common.classifier(
+            x, num_classes=num_classes, classifier_activation=classifier_activation, options=options
+        )
     else:
         x = common.pool_features(x, pooling)
     return keras.Model(inputs, x, name=name)
 
 
 def _register(name, summary, **defaults):
-    return register_model(name, _lenet, summary=summary, paper=PAPER,
-                          default_input_shape=(32, 32, 1), min_input_size=32,
-                          defaults=defaults, argument_docs=ARGUMENT_DOCS)
+    return register_model(
+        name,
+        _lenet,
+        summary=summary,
+        paper=PAPER,
+        default_input_shape=(32, 32, 1),
+        min_input_size=32,
+        defaults=defaults,
+        argument_docs=ARGUMENT_DOCS,
+    )
 
 
 lenet5 = _register(
-    "lenet5", "The paper's LeNet-5: partial C3 (Table I), trainable subsampling, scaled tanh.",
-    activation="lecun_tanh", kernel_initializer="lecun_uniform", c3_connections="lecun",
+    "lenet5",
+    "The paper's LeNet-5: partial C3 (Table I), trainable subsampling, scaled tanh.",
+    activation="lecun_tanh",
+    kernel_initializer="lecun_uniform",
+    c3_connections="lecun",
     subsampling="trainable",
 )
 lenet5_modern = _register(
-    "lenet5_modern", "LeNet-5 as usually taught today: fully connected C3, max-pooling, ReLU.",
-    activation="relu", kernel_initializer="he_normal", c3_connections="full", subsampling="max",
+    "lenet5_modern",
+    "LeNet-5 as usually taught today: fully connected C3, max-pooling, ReLU.",
+    activation="relu",
+    kernel_initializer="he_normal",
+    c3_connections="full",
+    subsampling="max",
 )

@@ -52,27 +52,47 @@ ARGUMENT_DOCS = {
     "width": "multiplies every stage's filters.",
     "preact": "the pre-activation (v2) layout of He et al. 2016.",
     "shortcut": "where a block changes the channel count: 'projection' (a 1x1 convolution, "
-                "option B) or 'zero_pad' (parameter-free, option A).",
+    "option B) or 'zero_pad' (parameter-free, option A).",
     "use_bias": "None: biases only on convolutions no normalization follows; True/False: on all "
-                "or none.",
+    "or none.",
     "zero_init_residual": "start every residual branch at zero (Goyal et al. 2017), so an "
-                          "untrained deep network is well scaled.",
+    "untrained deep network is well scaled.",
 }
 
 
 def _check_positive_ints(name, argument, values):
     if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise ValueError(f"{name}: {argument} must be a non-empty list of positive integers, "
-                         f"got {values!r}.")
+        raise ValueError(
+            f"{name}: {argument} must be a non-empty list of positive integers, got {values!r}."
+        )
 
 
-def build_resnet(input_shape, *, stackwise_num_filters, stackwise_num_blocks,
-                 stackwise_num_strides, block_type, preact=False, shortcut="projection",
-                 stem="imagenet", stem_filters=64, stride_in_last_block=False, use_bias=None,
-                 zero_init_residual=True, num_classes=1000, include_top=True, pooling=None,
-                 classifier_activation="softmax", activation="relu",
-                 leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
-                 normalization="batch", dropout_rate=0.0, weight_decay=0.0, name="resnet"):
+def build_resnet(
+    input_shape,
+    *,
+    stackwise_num_filters,
+    stackwise_num_blocks,
+    stackwise_num_strides,
+    block_type,
+    preact=False,
+    shortcut="projection",
+    stem="imagenet",
+    stem_filters=64,
+    stride_in_last_block=False,
+    use_bias=None,
+    zero_init_residual=True,
+    num_classes=1000,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="he_normal",
+    normalization="batch",
+    dropout_rate=0.0,
+    weight_decay=0.0,
+    name="resnet",
+):
     """The one ResNet builder.
 
     Stage i has `stackwise_num_blocks[i]` blocks of `stackwise_num_filters[i]` filters (a
@@ -84,12 +104,19 @@ def build_resnet(input_shape, *, stackwise_num_filters, stackwise_num_blocks,
     untrained deep ResNet's outputs otherwise blow up). `dropout_rate` applies before the
     classifier.
     """
-    common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
-                                pooling=pooling, classifier_activation=classifier_activation)
+    common.check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     common.check_dropout(name, dropout_rate)
-    for argument, values in (("stackwise_num_filters", stackwise_num_filters),
-                             ("stackwise_num_blocks", stackwise_num_blocks),
-                             ("stackwise_num_strides", stackwise_num_strides)):
+    for argument, values in (
+        ("stackwise_num_filters", stackwise_num_filters),
+        ("stackwise_num_blocks", stackwise_num_blocks),
+        ("stackwise_num_strides", stackwise_num_strides),
+    ):
         _check_positive_ints(name, argument, values)
     if not len(stackwise_num_filters) == len(stackwise_num_blocks) == len(stackwise_num_strides):
         raise ValueError(
@@ -98,37 +125,59 @@ def build_resnet(input_shape, *, stackwise_num_filters, stackwise_num_blocks,
             f"and {len(stackwise_num_strides)}."
         )
     if block_type not in RESIDUAL_BLOCKS:
-        raise ValueError(f"{name}: block_type must be one of {tuple(RESIDUAL_BLOCKS)}, "
-                         f"got {block_type!r}.")
+        raise ValueError(
+            f"{name}: block_type must be one of {tuple(RESIDUAL_BLOCKS)}, got {block_type!r}."
+        )
     if stem not in STEMS:
         raise ValueError(f"{name}: stem must be one of {STEMS}, got {stem!r}.")
     if use_bias not in (None, True, False):
-        raise ValueError(f"{name}: use_bias must be None (only where no normalization follows), "
-                         f"True or False; got {use_bias!r}.")
-    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
-                                   kernel_initializer=kernel_initializer,
-                                   normalization=normalization, weight_decay=weight_decay, **BN)
+        raise ValueError(
+            f"{name}: use_bias must be None (only where no normalization follows), "
+            f"True or False; got {use_bias!r}."
+        )
+    options = common.layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+        **BN,
+    )
 
     inputs = common.model_input(input_shape)
-    x = _stem(inputs, stem=stem, filters=stem_filters, preact=preact, use_bias=use_bias,
-              options=options)
+    x = _stem(
+        inputs, stem=stem, filters=stem_filters, preact=preact, use_bias=use_bias, options=options
+    )
 
     block = RESIDUAL_BLOCKS[block_type]
     stages = zip(stackwise_num_filters, stackwise_num_blocks, stackwise_num_strides)
     for stage, (filters, blocks, stride) in enumerate(stages, start=2):
         strided_block = blocks if stride_in_last_block else 1
         for index in range(1, blocks + 1):
-            x = block(x, filters, strides=stride if index == strided_block else 1,
-                      preact=preact, shortcut=shortcut, use_bias=use_bias,
-                      zero_init_residual=zero_init_residual, options=options,
-                      name=f"conv{stage}_block{index}")
+            x = block(
+                x,
+                filters,
+                strides=stride if index == strided_block else 1,
+                preact=preact,
+                shortcut=shortcut,
+                use_bias=use_bias,
+                zero_init_residual=zero_init_residual,
+                options=options,
+                name=f"conv{stage}_block{index}",
+            )
     if preact:
         x = options.apply_norm(x, name="post_norm")
         x = options.act(name="post_act")(x)
 
     x = common.global_pool_classifier(
-        x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-        classifier_activation=classifier_activation, dropout_rate=dropout_rate, options=options)
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        classifier_activation=classifier_activation,
+        dropout_rate=dropout_rate,
+        options=options,
+    )
     return keras.Model(inputs, x, name=name)
 
 
@@ -141,11 +190,25 @@ def _stem(x, *, stem, filters, preact, use_bias, options):
     if imagenet:
         x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     if preact:
-        x = options.conv(filters, kernel_size, strides=strides, padding=padding,
-                         use_bias=True if use_bias is None else use_bias, name="conv1_conv")(x)
+        x = options.conv(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=True if use_bias is None else use_bias,
+            name="conv1_conv",
+        )(x)
     else:
-        x = conv_norm_act(x, filters, kernel_size, strides=strides, padding=padding,
-                          use_bias=use_bias, options=options, name="conv1")
+        x = conv_norm_act(
+            x,
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            options=options,
+            name="conv1",
+        )
     if imagenet:
         x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -154,23 +217,41 @@ def _stem(x, *, stem, filters, preact, use_bias, options):
 
 def _scaled(name, filters, width):
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"{name}: width must be a positive multiplier of the stage filters, "
-                         f"got {width!r}.")
+        raise ValueError(
+            f"{name}: width must be a positive multiplier of the stage filters, got {width!r}."
+        )
     return [max(1, round(f * width)) for f in filters]
 
 
-def imagenet_resnet(input_shape, *, num_classes=1000, include_top=True, pooling=None,
-                    classifier_activation="softmax", activation="relu",
-                    leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
-                    normalization="batch", dropout_rate=0.0, weight_decay=0.0, depth=50,
-                    width=1.0, preact=False, shortcut="projection", use_bias=None,
-                    zero_init_residual=True, name="resnet"):
+def imagenet_resnet(
+    input_shape,
+    *,
+    num_classes=1000,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="he_normal",
+    normalization="batch",
+    dropout_rate=0.0,
+    weight_decay=0.0,
+    depth=50,
+    width=1.0,
+    preact=False,
+    shortcut="projection",
+    use_bias=None,
+    zero_init_residual=True,
+    name="resnet",
+):
     """An ImageNet ResNet of `depth` in 18, 34, 50, 101, 152 (table 1 of the 2015 paper);
     `width` multiplies every stage's filters; `preact=True` gives the v2 layout. The other
     arguments are `build_resnet`'s."""
     if depth not in IMAGENET_DEPTHS:
-        raise ValueError(f"{name}: ImageNet ResNet depth must be one of "
-                         f"{sorted(IMAGENET_DEPTHS)}, got {depth!r}.")
+        raise ValueError(
+            f"{name}: ImageNet ResNet depth must be one of "
+            f"{sorted(IMAGENET_DEPTHS)}, got {depth!r}."
+        )
     block_type, blocks = IMAGENET_DEPTHS[depth]
     return build_resnet(
         input_shape,
@@ -200,18 +281,35 @@ def imagenet_resnet(input_shape, *, num_classes=1000, include_top=True, pooling=
     )
 
 
-def cifar_resnet(input_shape, *, num_classes=10, include_top=True, pooling=None,
-                 classifier_activation="softmax", activation="relu",
-                 leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
-                 normalization="batch", dropout_rate=0.0, weight_decay=0.0, depth=20, width=1.0,
-                 preact=False, shortcut="zero_pad", use_bias=None, zero_init_residual=True,
-                 name="resnet"):
+def cifar_resnet(
+    input_shape,
+    *,
+    num_classes=10,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="he_normal",
+    normalization="batch",
+    dropout_rate=0.0,
+    weight_decay=0.0,
+    depth=20,
+    width=1.0,
+    preact=False,
+    shortcut="zero_pad",
+    use_bias=None,
+    zero_init_residual=True,
+    name="resnet",
+):
     """A CIFAR ResNet (section 4.2 of the 2015 paper): depth = 6n + 2, n basic blocks in each
     of three stages of 16, 32, 64 filters (times `width`). The other arguments are
     `build_resnet`'s."""
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"{name}: CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, "
-                         f"32, ...), got {depth!r}.")
+        raise ValueError(
+            f"{name}: CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, "
+            f"32, ...), got {depth!r}."
+        )
     stage_filters = _scaled(name, CIFAR_FILTERS, width)
     return build_resnet(
         input_shape,
@@ -242,23 +340,36 @@ def cifar_resnet(input_shape, *, num_classes=10, include_top=True, pooling=None,
 def _imagenet(name, depth, summary, *, preact=False, use_bias=None, **registration):
     # Total stride 32: the smallest input that reaches a 1x1 map without a degenerate stride.
     return register_model(
-        name, imagenet_resnet, defaults={"depth": depth, "preact": preact, "use_bias": use_bias},
-        summary=summary, paper=PAPER_V2 if preact else PAPER_V1, default_input_shape=(224, 224, 3),
-        min_input_size=32, **registration,
-        argument_docs={**ARGUMENT_DOCS, "depth": "18, 34, 50, 101 or 152 (table 1 of the 2015 "
-                                                 "paper)."},
+        name,
+        imagenet_resnet,
+        defaults={"depth": depth, "preact": preact, "use_bias": use_bias},
+        summary=summary,
+        paper=PAPER_V2 if preact else PAPER_V1,
+        default_input_shape=(224, 224, 3),
+        min_input_size=32,
+        **registration,
+        argument_docs={
+            **ARGUMENT_DOCS,
+            "depth": "18, 34, 50, 101 or 152 (table 1 of the 2015 paper).",
+        },
     )
 
 
 def _cifar(name, depth):
     # Total stride 4: the same rule as the ImageNet models' 32.
     return register_model(
-        name, cifar_resnet, defaults={"depth": depth},
+        name,
+        cifar_resnet,
+        defaults={"depth": depth},
         summary=f"ResNet-{depth} for CIFAR (section 4.2 of the 2015 paper): 16-32-64 filters, "
-                "zero-padding shortcuts, 10 classes at 32x32.",
-        paper=PAPER_V1, default_input_shape=(32, 32, 3), min_input_size=4,
-        argument_docs={**ARGUMENT_DOCS, "depth": "6n + 2 layers: n basic blocks per stage (8, "
-                                                 "14, 20, 32, ...)."},
+        "zero-padding shortcuts, 10 classes at 32x32.",
+        paper=PAPER_V1,
+        default_input_shape=(32, 32, 3),
+        min_input_size=4,
+        argument_docs={
+            **ARGUMENT_DOCS,
+            "depth": "6n + 2 layers: n basic blocks per stage (8, 14, 20, 32, ...).",
+        },
     )
 
 
@@ -268,18 +379,48 @@ _KERAS_V2 = "layer for layer keras.applications.ResNet{}V2: pre-activation bottl
 
 resnet18 = _imagenet("resnet18", 18, f"ResNet-18, {_TORCHVISION}.")
 resnet34 = _imagenet("resnet34", 34, f"ResNet-34, {_TORCHVISION}.")
-resnet50 = _imagenet("resnet50", 50, f"ResNet-50, {_KERAS_V1.format(50)}.", use_bias=True,
-                     keras_application=keras.applications.ResNet50)
-resnet101 = _imagenet("resnet101", 101, f"ResNet-101, {_KERAS_V1.format(101)}.", use_bias=True,
-                      keras_application=keras.applications.ResNet101)
-resnet152 = _imagenet("resnet152", 152, f"ResNet-152, {_KERAS_V1.format(152)}.", use_bias=True,
-                      keras_application=keras.applications.ResNet152)
-resnet50_v2 = _imagenet("resnet50_v2", 50, f"ResNet-50 v2, {_KERAS_V2.format(50)}.", preact=True,
-                        keras_application=keras.applications.ResNet50V2)
-resnet101_v2 = _imagenet("resnet101_v2", 101, f"ResNet-101 v2, {_KERAS_V2.format(101)}.",
-                         preact=True, keras_application=keras.applications.ResNet101V2)
-resnet152_v2 = _imagenet("resnet152_v2", 152, f"ResNet-152 v2, {_KERAS_V2.format(152)}.",
-                         preact=True, keras_application=keras.applications.ResNet152V2)
+resnet50 = _imagenet(
+    "resnet50",
+    50,
+    f"ResNet-50, {_KERAS_V1.format(50)}.",
+    use_bias=True,
+    keras_application=keras.applications.ResNet50,
+)
+resnet101 = _imagenet(
+    "resnet101",
+    101,
+    f"ResNet-101, {_KERAS_V1.format(101)}.",
+    use_bias=True,
+    keras_application=keras.applications.ResNet101,
+)
+resnet152 = _imagenet(
+    "resnet152",
+    152,
+    f"ResNet-152, {_KERAS_V1.format(152)}.",
+    use_bias=True,
+    keras_application=keras.applications.ResNet152,
+)
+resnet50_v2 = _imagenet(
+    "resnet50_v2",
+    50,
+    f"ResNet-50 v2, {_KERAS_V2.format(50)}.",
+    preact=True,
+    keras_application=keras.applications.ResNet50V2,
+)
+resnet101_v2 = _imagenet(
+    "resnet101_v2",
+    101,
+    f"ResNet-101 v2, {_KERAS_V2.format(101)}.",
+    preact=True,
+    keras_application=keras.applications.ResNet101V2,
+)
+resnet152_v2 = _imagenet(
+    "resnet152_v2",
+    152,
+    f"ResNet-152 v2, {_KERAS_V2.format(152)}.",
+    preact=True,
+    keras_application=keras.applications.ResNet152V2,
+)
 resnet20 = _cifar("resnet20", 20)
 resnet32 = _cifar("resnet32", 32)
 resnet44 = _cifar("resnet44", 44)

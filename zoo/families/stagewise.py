@@ -63,12 +63,14 @@ def _downsample(x, method, *, kernel_size, options, name):
         return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     if method == "avg_pool":
         return keras.layers.AveragePooling2D(2, name=f"{name}_pool")(x)
-    return blocks.conv_norm_act(x, x.shape[-1], kernel_size, strides=2, options=options,
-                                name=f"{name}_down")
+    return blocks.conv_norm_act(
+        x, x.shape[-1], kernel_size, strides=2, options=options, name=f"{name}_down"
+    )
 
 
-def _head(x, *, head, dense_layers, dense_units, dropout_rate, num_classes,
-          classifier_activation, options):
+def _head(
+    x, *, head, dense_layers, dense_units, dropout_rate, num_classes, classifier_activation, options
+):
     if head == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
     else:
@@ -80,21 +82,44 @@ def _head(x, *, head, dense_layers, dense_units, dropout_rate, num_classes,
         x = options.act(name=f"dense{index}_act")(x)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
-    return classifier(x, num_classes=num_classes, classifier_activation=classifier_activation,
-                      options=options)
+    return classifier(
+        x, num_classes=num_classes, classifier_activation=classifier_activation, options=options
+    )
 
 
-def _stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=None,
-                   classifier_activation="softmax", activation="relu",
-                   leaky_slope=DEFAULT_LEAKY_SLOPE, kernel_initializer="he_normal",
-                   normalization="batch", dropout_rate=0.5, weight_decay=0.0, num_stages=3,
-                   convs_per_stage=2, filters=32, kernel_size=3, downsample="max_pool",
-                   squeeze_excitation=False, head="global_avg", dense_layers=1, dense_units=128,
-                   name="stagewise_cnn"):
+def _stagewise_cnn(
+    input_shape,
+    *,
+    num_classes=10,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="he_normal",
+    normalization="batch",
+    dropout_rate=0.5,
+    weight_decay=0.0,
+    num_stages=3,
+    convs_per_stage=2,
+    filters=32,
+    kernel_size=3,
+    downsample="max_pool",
+    squeeze_excitation=False,
+    head="global_avg",
+    dense_layers=1,
+    dense_units=128,
+    name="stagewise_cnn",
+):
     """A small-data CNN. Stage `i` (from 0) has `filters * 2**i` filters; `dropout_rate` drops
     the input of every dense layer; `squeeze_excitation` recalibrates each stage's output."""
-    check_head_arguments(name, num_classes=num_classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation)
+    check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     check_dropout(name, dropout_rate)
     _check_choice(name, "num_stages", num_stages, NUM_STAGES)
     _check_choice(name, "convs_per_stage", convs_per_stage, CONVS_PER_STAGE)
@@ -111,37 +136,52 @@ def _stagewise_cnn(input_shape, *, num_classes=10, include_top=True, pooling=Non
             f"{name}: input_shape {input_shape} is too small for num_stages={num_stages}: each "
             f"stage halves the image, so it needs at least {smallest}x{smallest} pixels."
         )
-    options = layer_options(activation=activation, leaky_slope=leaky_slope,
-                            kernel_initializer=kernel_initializer, normalization=normalization,
-                            weight_decay=weight_decay)
+    options = layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+    )
 
     inputs = model_input(input_shape)
     x = inputs
     for stage in range(1, num_stages + 1):
         stage_filters = filters * 2 ** (stage - 1)
         for conv in range(1, convs_per_stage + 1):
-            x = blocks.conv_norm_act(x, stage_filters, kernel_size, options=options,
-                                     name=f"stage{stage}_conv{conv}")
+            x = blocks.conv_norm_act(
+                x, stage_filters, kernel_size, options=options, name=f"stage{stage}_conv{conv}"
+            )
         if squeeze_excitation:
             x = blocks.squeeze_excitation(x, options=options, name=f"stage{stage}_se")
-        x = _downsample(x, downsample, kernel_size=kernel_size, options=options,
-                        name=f"stage{stage}")
+        x = _downsample(
+            x, downsample, kernel_size=kernel_size, options=options, name=f"stage{stage}"
+        )
     if include_top:
-        outputs = _head(x, head=head, dense_layers=dense_layers, dense_units=dense_units,
-                        dropout_rate=dropout_rate, num_classes=num_classes,
-                        classifier_activation=classifier_activation, options=options)
+        outputs = _head(
+            x,
+            head=head,
+            dense_layers=dense_layers,
+            dense_units=dense_units,
+            dropout_rate=dropout_rate,
+            num_classes=num_classes,
+            classifier_activation=classifier_activation,
+            options=options,
+        )
     else:
         outputs = pool_features(x, pooling)
     return keras.Model(inputs, outputs, name=name)
 
 
 stagewise_cnn = register_model(
-    "stagewise_cnn", _stagewise_cnn,
+    "stagewise_cnn",
+    _stagewise_cnn,
     summary="A small-data CNN: stages of conv-norm-activation layers, each halving the image "
-            "and doubling the filters, then a pooled or flattened head with dropout.",
+    "and doubling the filters, then a pooled or flattened head with dropout.",
     paper="Design rules for small-data CNNs: stacked 3x3 convs (Simonyan & Zisserman 2015), "
-          "batch norm (Ioffe & Szegedy 2015), dropout (Srivastava et al. 2014), optional "
-          "squeeze-excitation (Hu et al. 2018)",
-    default_input_shape=(32, 32, 3), min_input_size=min_input_size(3),
+    "batch norm (Ioffe & Szegedy 2015), dropout (Srivastava et al. 2014), optional "
+    "squeeze-excitation (Hu et al. 2018)",
+    default_input_shape=(32, 32, 3),
+    min_input_size=min_input_size(3),
     argument_docs=ARGUMENT_DOCS,
 )

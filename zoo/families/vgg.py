@@ -16,8 +16,7 @@ from zoo.options import DEFAULT_LEAKY_SLOPE
 from zoo.registry import register_model
 
 PAPER = (
-    "Simonyan & Zisserman 2014, Very deep convolutional networks for large-scale image "
-    "recognition"
+    "Simonyan & Zisserman 2014, Very deep convolutional networks for large-scale image recognition"
 )
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
 # Convolutions per stage, by depth (weight layers = convolutions + 3 FC): configs A, B, D, E.
@@ -34,27 +33,50 @@ ARGUMENT_DOCS = {
 }
 
 
-def _vgg(input_shape, *, depth, num_classes=1000, include_top=True, pooling=None,
-         classifier_activation="softmax", activation="relu", leaky_slope=DEFAULT_LEAKY_SLOPE,
-         kernel_initializer="glorot_uniform", normalization="none", dropout_rate=0.5,
-         weight_decay=0.0, fc_units=4096, name="vgg"):
+def _vgg(
+    input_shape,
+    *,
+    depth,
+    num_classes=1000,
+    include_top=True,
+    pooling=None,
+    classifier_activation="softmax",
+    activation="relu",
+    leaky_slope=DEFAULT_LEAKY_SLOPE,
+    kernel_initializer="glorot_uniform",
+    normalization="none",
+    dropout_rate=0.5,
+    weight_decay=0.0,
+    fc_units=4096,
+    name="vgg",
+):
     """The one VGG builder: `depth` is 11, 13, 16 or 19 (configurations A, B, D, E); the other
     arguments are documented on `vgg16` (ARGUMENT_DOCS)."""
-    common.check_head_arguments(name, num_classes=num_classes, include_top=include_top,
-                                pooling=pooling, classifier_activation=classifier_activation)
+    common.check_head_arguments(
+        name,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        classifier_activation=classifier_activation,
+    )
     common.check_dropout(name, dropout_rate)
     if not isinstance(fc_units, int) or isinstance(fc_units, bool) or fc_units < 1:
         raise ValueError(f"{name}: fc_units must be a positive integer, got {fc_units!r}.")
-    options = common.layer_options(activation=activation, leaky_slope=leaky_slope,
-                                   kernel_initializer=kernel_initializer,
-                                   normalization=normalization, weight_decay=weight_decay)
+    options = common.layer_options(
+        activation=activation,
+        leaky_slope=leaky_slope,
+        kernel_initializer=kernel_initializer,
+        normalization=normalization,
+        weight_decay=weight_decay,
+    )
 
     inputs = common.model_input(input_shape)
     x = inputs
     for stage, (width, convs) in enumerate(zip(STAGE_WIDTHS, STAGE_DEPTHS[depth]), start=1):
         for index in range(1, convs + 1):
-            x = conv_norm_act(x, width, 3, use_bias=True, options=options,
-                              name=f"block{stage}_conv{index}")
+            x = conv_norm_act(
+                x, width, 3, use_bias=True, options=options, name=f"block{stage}_conv{index}"
+            )
         x = keras.layers.MaxPooling2D(2, name=f"block{stage}_pool")(x)
     if not include_top:
         return keras.Model(inputs, common.pool_features(x, pooling), name=name)
@@ -65,8 +87,9 @@ def _vgg(input_shape, *, depth, num_classes=1000, include_top=True, pooling=None
         x = options.act(name=f"fc{index}_act")(x)
         if dropout_rate:
             x = keras.layers.Dropout(dropout_rate, name=f"fc{index}_dropout")(x)
-    x = common.classifier(x, num_classes=num_classes, classifier_activation=classifier_activation,
-                          options=options)
+    x = common.classifier(
+        x, num_classes=num_classes, classifier_activation=classifier_activation, options=options
+    )
     return keras.Model(inputs, x, name=name)
 
 
@@ -75,9 +98,16 @@ def _register(name, depth, *, batch_norm=False, **registration):
     if batch_norm:
         summary += " with BatchNorm after every convolution (conv biases kept, as torchvision)"
     return register_model(
-        name, _vgg, fixed={"depth": depth},
-        defaults={"normalization": "batch"} if batch_norm else {}, summary=summary + ".", paper=PAPER, default_input_shape=(224, 224, 3), min_input_size=32,
-        argument_docs=ARGUMENT_DOCS, **registration,
+        name,
+        _vgg,
+        fixed={"depth": depth},
+        defaults={"normalization": "batch"} if batch_norm else {},
+        summary=summary + ".",
+        paper=PAPER,
+        default_input_shape=(224, 224, 3),
+        min_input_size=32,
+        argument_docs=ARGUMENT_DOCS,
+        **registration,
     )
 
 

@@ -34,7 +34,7 @@ class LocalResponseNormalization(keras.layers.Layer):
         channels = x.shape[-1]
         padding = [[0, 0]] * (len(x.shape) - 1) + [[radius, radius]]
         squares = keras.ops.pad(keras.ops.square(x), padding)
-        window_sum = sum(squares[..., offset:offset + channels] for offset in range(self.size))
+        window_sum = sum(squares[..., offset : offset + channels] for offset in range(self.size))
         outputs = x / keras.ops.power(self.k + self.alpha * window_sum, self.beta)
         return keras.ops.cast(outputs, self.compute_dtype)
 

@@ -6,9 +6,21 @@ import keras
 # Table I of the paper: the S2 maps each C3 map reads. Maps 0-5 read 3 contiguous maps, 6-11 read
 # 4 contiguous ones, 12-14 read 4 non-contiguous ones and 15 reads all six (60 connections).
 LECUN_C3_CONNECTIONS = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2),
+    (1, 2, 3),
+    (2, 3, 4),
+    (3, 4, 5),
+    (4, 5, 0),
+    (5, 0, 1),
+    (0, 1, 2, 3),
+    (1, 2, 3, 4),
+    (2, 3, 4, 5),
+    (3, 4, 5, 0),
+    (4, 5, 0, 1),
+    (5, 0, 1, 2),
+    (0, 1, 3, 4),
+    (1, 2, 4, 5),
+    (0, 2, 3, 5),
     (0, 1, 2, 3, 4, 5),
 )
 
@@ -21,9 +33,19 @@ class PartialConnectionConv2D(keras.layers.Layer):
     map); each call scatters them into a dense `(kh, kw, in, out)` kernel and runs one convolution.
     """
 
-    def __init__(self, connections=LECUN_C3_CONNECTIONS, kernel_size=5, *, strides=1,
-                 padding="valid", use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, **kwargs):
+    def __init__(
+        self,
+        connections=LECUN_C3_CONNECTIONS,
+        kernel_size=5,
+        *,
+        strides=1,
+        padding="valid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.connections = _check_connections(connections)
         self.filters = len(self.connections)
