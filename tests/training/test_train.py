@@ -298,9 +298,15 @@ def test_binary_trains_one_sigmoid_unit_and_exports_it(two_signs, tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
     expected = model.predict(images, verbose=0)
     assert expected.shape == (4, 1) and np.all((expected > 0) & (expected < 1))
-    served = tf.saved_model.load(str(result.run_dir / "saved_model"))
-    (probabilities,) = served.signatures["serving_default"](tf.constant(images)).values()
-    np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
+    served = tf.saved_model.load(str(result.run_dir / "serving" / "1"))
+    outputs = served.signatures["serving_float"](image=tf.constant(images))
+    # One sigmoid unit p is served as the two classes' probabilities [1 - p, p].
+    np.testing.assert_allclose(
+        outputs["probabilities"].numpy(), np.hstack([1 - expected, expected]), atol=1e-5
+    )
+    assert [name.decode() for name in outputs["class_name"].numpy()] == [
+        ["0", "1"][int(p > 0.5)] for p in expected[:, 0]
+    ]
 
 
 def test_binary_needs_exactly_two_classes_before_a_run_directory_exists(tmp_path):

@@ -134,7 +134,7 @@ def test_sampled_values_become_the_trial_config_with_fixed_options_kept():
         "filters": 4,
         "kernel_size": 3,
     }
-    assert config.optimizer.lr == 3e-3 and config.data.batch_size == 64
+    assert config.optimizer.lr == 1e-2 and config.data.batch_size == 16
 
 
 def test_momentum_is_sampled_as_one_minus_m_on_a_log_scale():
