@@ -4,8 +4,9 @@ On the run's own test split (rebuilt from its config.yaml), prints for the Saved
 (serving_float), every LiteRT file and the ONNX file found in RUN_DIR: its size, the share of
 test images whose top-1 class equals the Keras model's, the largest probability difference, and
 its test accuracy. `max |dp| f32` compares with the float32 copy the LiteRT and ONNX files are
-made from, which differs from the model itself only for mixed-precision runs. The formats run in a separate process that imports none of this project's
-code (tests/training/serving_check.py), as the tests run them.
+made from, which differs from the model itself only for mixed-precision runs. The formats run
+in a separate process that imports none of this project's code (tests/training/serving_check.py),
+as the tests run them.
 
     python -m training.export RUN_DIR --format litert --quantize none --quantize float16 \\
         --quantize int8 --format onnx

@@ -54,8 +54,8 @@ class StopOnDivergence(keras.callbacks.Callback):
     weights can leave the loss finite. Hence three checks: a non-finite loss and a loss grown
     LOSS_EXPLOSION_FACTOR-fold from the fit's first batch, or from 1 when that was lower, so that
     a noisy batch of a resumed, well-fitted run does not trip it (each batch); non-finite weights
-    (each epoch). Raising, not a quiet stop, keeps a diverged run from being exported as a result, and
-    leaves the backup of the last good epoch in place.
+    (each epoch). Raising, not a quiet stop, keeps a diverged run from being exported as a result,
+    and leaves the backup of the last good epoch in place.
     """
 
     LOSS_EXPLOSION_FACTOR = 1e4

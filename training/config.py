@@ -41,7 +41,8 @@ class DataConfig:
     )
     val_split: float = option(
         0.1,
-        "fraction of train carved out for validation when the dataset has no validation split (stratified, seeded)",
+        "fraction of train carved out for validation when the dataset has no validation split "
+        "(stratified, seeded)",
     )
     test_split: float = option(
         0.1, "fraction carved out for test when the dataset has no test split"
@@ -84,18 +85,21 @@ class ModelConfig:
     l2: float = option(0.0, "L2 penalty on kernels, inside the model (see also --weight-decay)")
     leaky_slope: float | None = option(
         None,
-        "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); default: the builders' own",
+        "slope of leaky_relu below zero, where the model uses it (--activation leaky_relu); "
+        "default: the builders' own",
     )
     binary: bool = option(
         False,
-        "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, instead of a two-way softmax",
+        "a two-class dataset as one sigmoid unit with binary cross-entropy and binary accuracy, "
+        "instead of a two-way softmax",
     )
     options: dict = option(
         {}, "family knobs passed to the builder, e.g. --set model.options.alpha=0.5", flag=""
     )
     init_from: str | None = option(
         None,
-        "start from the weights of a previous run directory, a model.keras, or imagenet (keras.applications' weights); a fresh head when the classes differ",
+        "start from the weights of a previous run directory, a model.keras, or imagenet "
+        "(keras.applications' weights); a fresh head when the classes differ",
         metavar="RUN|FILE|imagenet",
     )
 
@@ -104,18 +108,21 @@ class ModelConfig:
 class TransferConfig:
     mode: str | None = option(
         None,
-        "what trains of a model from --init-from (default finetune): finetune (everything), linear_probe (the new head only), partial (from --trainable-from on)",
+        "what trains of a model from --init-from (default finetune): finetune (everything), "
+        "linear_probe (the new head only), partial (from --trainable-from on)",
         flag="--transfer",
         metavar="MODE",
     )
     trainable_from: str | None = option(
         None,
-        "partial: the first layer (or layer-name prefix such as conv4) that trains; everything before it is frozen",
+        "partial: the first layer (or layer-name prefix such as conv4) that trains; "
+        "everything before it is frozen",
         metavar="LAYER",
     )
     feature_layer: str | None = option(
         None,
-        "put the new head on this layer's output and cut away the rest (a small, different dataset)",
+        "put the new head on this layer's output and cut away the rest "
+        "(a small, different dataset)",
         metavar="LAYER",
     )
     backbone_lr_multiplier: float = option(
@@ -130,7 +137,8 @@ class TransferConfig:
     )
     source: dict | None = option(
         None,
-        "where the weights came from, recorded by the run (path and config hash, or imagenet and the weights file)",
+        "where the weights came from, recorded by the run "
+        "(path and config hash, or imagenet and the weights file)",
         flag="",
     )
 
@@ -158,7 +166,8 @@ class OptimizerConfig:
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (0: off)")
     ema: bool = option(
         False,
-        "keep an exponential moving average of the weights: validation and the exported model use it",
+        "keep an exponential moving average of the weights: "
+        "validation and the exported model use it",
     )
     scale_lr: str | None = option(
         None,
@@ -201,7 +210,8 @@ class AugmentConfig:
 class CallbacksConfig:
     early_stopping_patience: int = option(
         10,
-        "stop after this many epochs without val_loss improvement and restore the best weights (0: off)",
+        "stop after this many epochs without val_loss improvement and restore the best weights "
+        "(0: off)",
         flag="--patience",
     )
     stop_at_perfect_accuracy: bool = option(False, "stop when training accuracy reaches 100%")
@@ -222,7 +232,8 @@ class CallbacksConfig:
 class HardwareConfig:
     precision: str = option(
         "auto",
-        "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, else float32",
+        "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, "
+        "else float32",
         choices="training.hardware.PRECISIONS",
     )
     strategy: str = option(

@@ -12,8 +12,8 @@ https://github.com/keras-team/keras/issues/20585
 
 Both are replaced from outside Keras, and only for the versions whose trainer source was checked
 to have this code: 3.7.0 (the oldest checked) through 3.15.1 (the pinned one, where
-tests/training/test_distributed.py shows each failure without its half of the fix). `resolve_strategy`
-applies it for `multi_worker`; it is never applied at import time.
+tests/training/test_distributed.py shows each failure without its half of the fix).
+`resolve_strategy` applies it for `multi_worker`; it is never applied at import time.
 """
 
 import keras

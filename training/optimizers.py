@@ -50,9 +50,9 @@ def build_optimizer(
     SGD's; `rho` is RMSprop's decay of its squared-gradient average; `epsilon` (added to the
     denominator) is read by Adam, AdamW, Nadam, RMSprop and Adagrad. Each optimizer ignores the
     settings it has no use for. At most one of `clip_value` (each gradient entry to [-v, v]),
-    `clip_norm` (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients together).
-    `ema=True` keeps an exponential moving average of the weights, which `fit` copies into the
-    model when training ends.
+    `clip_norm` (each gradient's L2 norm) and `global_clip_norm` (the L2 norm of all gradients
+    together). `ema=True` keeps an exponential moving average of the weights, which `fit` copies
+    into the model when training ends.
     """
     if momentum is None:
         momentum = MOMENTUM_DEFAULTS.get(name, 0.0)

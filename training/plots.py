@@ -25,7 +25,8 @@ def plot_curves(history, path, *, title=None):
     """Plot `history` (a dict of per-epoch lists, or the path of a history.csv) to `path`.
 
     Reads the Keras log keys `loss`, `accuracy`, `learning_rate` (or `lr`) and their `val_`
-    twins where present; an `epoch` column (1-based, as the trainer's history.csv holds it) sets the x axis.
+    twins where present; an `epoch` column (1-based, as the trainer's history.csv holds it) sets
+    the x axis.
     Returns the matplotlib Figure, for a caller that wants to show or inspect it.
     """
     if isinstance(history, (str, pathlib.Path)):

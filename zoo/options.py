@@ -72,7 +72,8 @@ def check_leaky_slope(slope):
 
 
 def group_count(channels, preferred=32):
-    """The largest group count <= `preferred` that divides `channels` (GroupNorm needs a divisor)."""
+    """The largest group count <= `preferred` that divides `channels` (GroupNorm needs a
+    divisor)."""
     return math.gcd(channels, preferred)
 
 

@@ -163,7 +163,8 @@ def validate_input_shape(name, input_shape, default_input_shape, min_input_size)
     if height < min_input_size or width < min_input_size:
         raise ValueError(
             f"{name}: input_shape {input_shape} is too small; this model needs at least "
-            f"{min_input_size}x{min_input_size} pixels (default input is {tuple(default_input_shape)})."
+            f"{min_input_size}x{min_input_size} pixels "
+            f"(default input is {tuple(default_input_shape)})."
         )
     return input_shape
 

@@ -18,7 +18,7 @@ def calibrate_batch_norms(model, images, rng):
     """Random BN scales and shifts, and moving statistics taken from `images` (one training-mode
     pass with momentum 0), so the random network's outputs depend on its input and a mismatched
     copy would change them."""
-    norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in norms:
         layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
         layer.beta.assign(rng.uniform(-0.2, 0.2, layer.beta.shape))
@@ -109,9 +109,9 @@ def test_mobilenet_v2_has_a_shortcut_wherever_shapes_match(default_models):
 def activation_names(model):
     # The last layer is the classifier's own (float32) activation.
     return {
-        l.get_config()["activation"]
-        for l in model.layers[:-1]
-        if isinstance(l, keras.layers.Activation)
+        layer.get_config()["activation"]
+        for layer in model.layers[:-1]
+        if isinstance(layer, keras.layers.Activation)
     }
 
 
@@ -123,8 +123,8 @@ def test_defaults_follow_the_reference_implementations(
 ):
     model = default_models[name]
     assert activation_names(model) == {"relu6"}
-    norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert {(l.momentum, l.epsilon) for l in norms} == {(momentum, 1e-3)}
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {(layer.momentum, layer.epsilon) for layer in norms} == {(momentum, 1e-3)}
     assert model.get_layer("head_dropout").rate == dropout_rate
 
 
@@ -140,13 +140,16 @@ def test_cross_cutting_options_change_every_layer(name):
     )
     assert activation_names(model) == {"silu"}
     assert not any(
-        isinstance(l, (keras.layers.BatchNormalization, keras.layers.Dropout)) for l in model.layers
+        isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Dropout))
+        for layer in model.layers
     )
-    assert any(isinstance(l, keras.layers.GroupNormalization) for l in model.layers)
+    assert any(isinstance(layer, keras.layers.GroupNormalization) for layer in model.layers)
     kernels = [
-        l
-        for l in model.layers
-        if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+        layer
+        for layer in model.layers
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        )
     ]
     assert len(model.losses) == len(kernels)  # one L2 penalty per kernel
 

@@ -32,7 +32,7 @@ def test_small_configuration_matches_the_hand_count():
     model = build()
     assert model.count_params() == SMALL_PARAMS == 1275
     assert trainable_param_count(model) == SMALL_PARAMS - 2 * 24
-    assert [l.output.shape[1:] for l in layers_of(model, keras.layers.MaxPooling2D)] == [
+    assert [layer.output.shape[1:] for layer in layers_of(model, keras.layers.MaxPooling2D)] == [
         (4, 4, 4),
         (2, 2, 8),
     ]
@@ -74,7 +74,7 @@ def test_downsample_choices_use_the_named_layer():
     assert len(layers_of(build(), keras.layers.MaxPooling2D)) == 2
     assert len(layers_of(build(downsample="avg_pool"), keras.layers.AveragePooling2D)) == 2
     strided = build(downsample="strided_conv")
-    strides = [l.strides for l in layers_of(strided, keras.layers.Conv2D)]
+    strides = [layer.strides for layer in layers_of(strided, keras.layers.Conv2D)]
     assert strides == [(1, 1), (1, 1), (2, 2)] * 2
     assert not layers_of(strided, keras.layers.MaxPooling2D)
 
@@ -82,9 +82,9 @@ def test_downsample_choices_use_the_named_layer():
 def test_dropout_drops_the_input_of_every_dense_layer():
     model = build(dense_layers=2, dropout_rate=0.3)
     dropouts = layers_of(model, keras.layers.Dropout)
-    assert [l.rate for l in dropouts] == [0.3, 0.3, 0.3]
+    assert [layer.rate for layer in dropouts] == [0.3, 0.3, 0.3]
     # ... pooled features, then each dense layer's input dropped, then the classifier.
-    assert [l.name for l in model.layers[-9:-2]] == [
+    assert [layer.name for layer in model.layers[-9:-2]] == [
         "dense1_dropout",
         "dense1",
         "dense1_act",
@@ -99,9 +99,9 @@ def test_dropout_drops_the_input_of_every_dense_layer():
 def test_activation_and_weight_decay_reach_every_layer():
     model = build(activation="elu", weight_decay=1e-4, squeeze_excitation=True)
     activations = {
-        l.get_config()["activation"]
-        for l in model.layers[:-1]
-        if isinstance(l, keras.layers.Activation) and not l.name.endswith("_gate")
+        layer.get_config()["activation"]
+        for layer in model.layers[:-1]
+        if isinstance(layer, keras.layers.Activation) and not layer.name.endswith("_gate")
     }
     assert activations == {"elu"}
     kernels = layers_of(model, (keras.layers.Conv2D, keras.layers.Dense))
