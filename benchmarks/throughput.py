@@ -204,9 +204,7 @@ def main(argv=None):
             cases.append(Case(model_name, precision, args.seconds))
     keys = [(case.name, m) for case in cases for m in MEASUREMENTS]
     by_name = {case.name: case for case in cases}
-    figures = common.run_rounds(
-        keys, args.rounds, lambda key: by_name[key[0]].measure(key[1])
-    )
+    figures = common.run_rounds(keys, args.rounds, lambda key: by_name[key[0]].measure(key[1]))
     results, table = summarize(cases, figures)
     path = common.write_results(
         "throughput", facts, {"rounds": args.rounds, "seconds": args.seconds, "cases": results}
