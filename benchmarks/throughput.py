@@ -12,6 +12,7 @@ benchmarks/results/<machine>-<date>-throughput.json.
 """
 
 import argparse
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,13 +61,45 @@ def precisions_available():
     return names
 
 
-class Case:
-    """One model under one precision, with its in-memory and pipeline inputs, warmed up."""
+@contextlib.contextmanager
+def compile_options_added(options):
+    """Adds `options` to every keras.Model.compile call inside: the trainer's compile step
+    with one setting changed, for A/B measurements of that setting."""
+    original = keras.Model.compile
 
-    def __init__(self, model_name, precision, seconds):
+    def compile_with_options(model, *args, **kwargs):
+        return original(model, *args, **{**kwargs, **options})
+
+    keras.Model.compile = compile_with_options
+    try:
+        yield
+    finally:
+        keras.Model.compile = original
+
+
+class Case:
+    """One model under one precision, with its in-memory and pipeline inputs, warmed up.
+
+    `batch` overrides the model's batch in MODELS; `compile_options` (jit_compile,
+    steps_per_execution) reach the trainer's model.compile call (benchmarks.levers).
+    """
+
+    def __init__(
+        self,
+        model_name,
+        precision,
+        seconds,
+        *,
+        batch=None,
+        compile_options=None,
+        measurements=MEASUREMENTS,
+    ):
         self.name = f"{model_name} {precision}"
         self.model_name, self.precision = model_name, precision
         self.input_shape, self.batch = MODELS[model_name]
+        self.batch = batch or self.batch
+        # fit calls back once per execution of steps_per_execution steps.
+        self.steps_per_mark = (compile_options or {}).get("steps_per_execution", 1)
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (8 * self.batch, *self.input_shape), dtype=np.uint8)
         labels = rng.integers(0, NUM_CLASSES, len(images))
@@ -100,16 +133,18 @@ class Case:
             {"model": {"name": model_name}, "data": {"batch_size": self.batch}}
         )
         self.model = trainer.build_model(config, self.input_shape, NUM_CLASSES, mean, std)
-        trainer.compile_model(
-            self.model, config, steps_per_epoch=8, replicas=1, num_classes=NUM_CLASSES
-        )
+        with compile_options_added(compile_options or {}):
+            trainer.compile_model(
+                self.model, config, steps_per_epoch=8, replicas=1, num_classes=NUM_CLASSES
+            )
         hardware.apply_precision("float32")
         # Warm-up (tracing), then as many steps as fill `seconds`.
         self.steps = {}
-        for measurement in MEASUREMENTS:
-            self.steps[measurement] = SKIP + 4
+        for measurement in measurements:
+            self.steps[measurement] = (SKIP + 4) * self.steps_per_mark
             rate = self.measure(measurement)
-            self.steps[measurement] = SKIP + max(4, int(seconds * rate / self.batch))
+            marks = SKIP + max(4, int(seconds * rate / self.batch / self.steps_per_mark))
+            self.steps[measurement] = marks * self.steps_per_mark
 
     def measure(self, measurement):
         clock = BatchClock()
@@ -123,7 +158,9 @@ class Case:
                 raise RuntimeError(f"{self.name} diverged while being measured")
         else:
             self.model.predict(dataset, steps=steps, callbacks=[clock], verbose=0)
-        return clock.times.images_per_second(self.batch, SKIP)
+        if measurement.startswith("infer"):  # predict calls back every step
+            return clock.times.images_per_second(self.batch, SKIP)
+        return clock.times.images_per_second(self.batch * self.steps_per_mark, SKIP)
 
 
 def summarize(cases, figures):
