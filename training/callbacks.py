@@ -17,6 +17,7 @@ import math
 import os
 import pathlib
 import sys
+import time
 
 import keras
 import numpy as np
@@ -104,6 +105,42 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["learning_rate"] = self._learning_rate
+
+
+class TrainThroughput(keras.callbacks.Callback):
+    """Steady-state training speed: images per second over the train batches of the epochs
+    after a fit's first, from the epoch's start to its last train batch's end, so the first
+    epoch's tracing and every validation pass are left out.
+
+    `images_per_epoch`: the training images one epoch reads (fit logs no batch sizes).
+    `images_per_second` is None until an epoch after the first has ended.
+    """
+
+    def __init__(self, images_per_epoch, clock=time.perf_counter):
+        super().__init__()
+        self.images_per_epoch = images_per_epoch
+        self.clock = clock
+        self._images, self._seconds = 0, 0.0
+
+    def on_train_begin(self, logs=None):
+        self._first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch  # a resumed fit starts past 0, and traces again
+        self._epoch_started = self._last_batch_end = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch_end = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch > self._first_epoch:
+            self._images += self.images_per_epoch
+            self._seconds += self._last_batch_end - self._epoch_started
+
+    @property
+    def images_per_second(self):
+        return self._images / self._seconds if self._seconds > 0 else None
 
 
 class StopAtPerfectAccuracy(keras.callbacks.Callback):

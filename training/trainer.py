@@ -373,8 +373,14 @@ def evaluate(
     epochs_run,
     policy,
     replicas,
+    train_images_per_second=None,
 ) -> dict:
-    """metrics.json: the test split, evaluated once, and what the run measured."""
+    """metrics.json: the test split, evaluated once, and what the run measured.
+
+    `images_per_second` divides by the whole training time (tracing, validation included);
+    `train_images_per_second` is the steady speed of training steps after each fit's first
+    epoch (callbacks.TrainThroughput), None when no fit ran more than one epoch.
+    """
     test = model.evaluate(pipelines["test"], return_dict=True, verbose=0)
     metrics = {
         "test_accuracy": float(test["accuracy"]),
@@ -384,6 +390,9 @@ def evaluate(
         "images_per_second": round(prepared.num_examples["train"] * epochs_run / train_seconds, 1)
         if train_seconds > 0
         else None,
+        "train_images_per_second": None
+        if train_images_per_second is None
+        else round(train_images_per_second, 1),
         "num_examples": dict(prepared.num_examples),
         "num_classes": prepared.num_classes,
         "params": model.count_params(),
@@ -470,6 +479,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
 
     started = time.perf_counter()
     epochs_run = 0
+    throughput = callbacks.TrainThroughput(prepared.num_examples["train"])
     for phase in transfer.phases(config):
         marker = phase.marker and run.path / phase.marker
         if marker and marker.exists():  # a resumed run whose probe had finished
@@ -504,7 +514,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
             validation_data=pipelines.get("validation"),
             initial_epoch=phase.first_epoch,
             epochs=phase.first_epoch + phase.config.epochs,
-            callbacks=build_fit_callbacks(config, work_dir) + list(extra_callbacks),
+            callbacks=build_fit_callbacks(config, work_dir) + [throughput, *extra_callbacks],
             verbose=callbacks.fit_verbosity(),
             shuffle=False,  # the pipeline shuffles, seeded
         )
@@ -525,6 +535,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         epochs_run=epochs_run,
         policy=policy,
         replicas=replicas,
+        train_images_per_second=throughput.images_per_second,
     )
     log.info(
         "test accuracy %.4f, loss %.4f after %d epochs (%.1f s, %s images/s)",

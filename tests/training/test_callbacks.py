@@ -535,3 +535,57 @@ def test_the_config_decides_whether_best_keras_is_kept(tmp_path):
     off = TrainConfig().replace({"callbacks": {"checkpoint_best": False}})
     assert checkpoints(off) == []
     assert checkpoints(TrainConfig(), checkpoint_best=False) == []  # the tuner's override
+
+
+class FakeClock:
+    """Seconds that pass only when told: 1 per train batch, 100 per validation batch and 1000
+    at each epoch end, so the throughput below is exact and leaves out validation."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class AdvanceClock(keras.callbacks.Callback):
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += 1.0
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.clock.now += 100.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += 1000.0
+
+
+def test_train_throughput_counts_the_train_steps_of_epochs_after_the_first(digits):
+    from training.callbacks import TrainThroughput
+
+    clock = FakeClock()
+    one_epoch = TrainThroughput(images_per_epoch=1400, clock=clock)
+    fit(make_model(), digits, [AdvanceClock(clock), one_epoch], epochs=1)
+    assert one_epoch.images_per_second is None  # the first epoch alone is never counted
+
+    clock = FakeClock()
+    three_epochs = TrainThroughput(images_per_epoch=1400, clock=clock)
+    fit(make_model(), digits, [AdvanceClock(clock), three_epochs], epochs=3)
+    # Epochs 2 and 3: 2 x 1400 images in 2 x 14 batches of 1 s each.
+    assert three_epochs.images_per_second == 100.0
+
+
+def test_metrics_json_has_the_steady_training_speed(tmp_path):
+    import json
+
+    from tests.training.test_train import quick_config
+    from training.trainer import train
+
+    result = train(quick_config(tmp_path, epochs=2))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["train_images_per_second"] == result.metrics["train_images_per_second"]
+    assert metrics["train_images_per_second"] > 0
+    assert metrics["images_per_second"] > 0

@@ -1,0 +1,1 @@
+"""Measurements, not tests: `python -m benchmarks.<name>` (see the README's Speed section)."""

@@ -1,0 +1,115 @@
+"""What every speed benchmark shares: the machine's facts, alternating rounds, medians and
+per-round ratios, the results file and a markdown table.
+
+Machines are shared and noisy: every benchmark measures its cases in rounds (A, B, A, B, ...)
+inside one process, and reports the median of each case and the median over rounds of the
+ratio between two cases measured in the same round, which drifts less than the absolute figures.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import re
+import statistics
+import time
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+# The CPU flags that decide which kernels run: AVX2 and AVX-512 float32, native bfloat16.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+PACKAGES = ("tensorflow", "keras", "numpy", "torch")
+
+
+def cpu_facts(cpuinfo="/proc/cpuinfo") -> dict:
+    """The CPU model and which of CPU_FLAGS it has (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = pathlib.Path(cpuinfo).read_text()
+    except OSError:
+        return {"cpu": platform.processor() or platform.machine(), "flags": {}}
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE).group(1).split())
+    return {
+        "cpu": model.group(1).strip() if model else platform.machine(),
+        "flags": {flag: flag in flags for flag in CPU_FLAGS},
+    }
+
+
+def machine_facts() -> dict:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        **cpu_facts(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "versions": versions,
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def machine_name(facts) -> str:
+    """A file-name slug: the CPU model and the cores (host names of containers are random)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
+    return f"{slug}-{facts['cores']}cores"
+
+
+def write_results(benchmark, facts, results) -> pathlib.Path:
+    """benchmarks/results/<machine>-<date>-<benchmark>.json (a rerun the same day replaces it)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    day = facts["date"][:10]
+    path = RESULTS_DIR / f"{machine_name(facts)}-{day}-{benchmark}.json"
+    path.write_text(json.dumps({"machine": facts, "results": results}, indent=2) + "\n")
+    return path
+
+
+def facts_line(facts) -> str:
+    flags = ", ".join(flag for flag, present in facts["flags"].items() if present) or "none"
+    versions = ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v)
+    return f"{facts['cpu']}, {facts['cores']} cores, flags: {flags}; {versions}"
+
+
+def markdown_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_rounds(cases, rounds, measure):
+    """{case: [one figure per round]}: `measure(case)` for every case in every round, in order,
+    so that load on the machine spreads over all cases alike."""
+    figures = {case: [] for case in cases}
+    for index in range(rounds):
+        for case in cases:
+            figures[case].append(measure(case))
+        print(f"round {index + 1}/{rounds} done", flush=True)
+    return figures
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def median_ratio(numerators, denominators):
+    """The median over rounds of numerator / denominator, each pair from the same round."""
+    return median([a / b for a, b in zip(numerators, denominators)])
+
+
+class StepTimes:
+    """Times of the end of each batch, to time steady steps inside one fit or predict call."""
+
+    def __init__(self):
+        self.times = []
+
+    def mark(self):
+        self.times.append(time.perf_counter())
+
+    def images_per_second(self, batch_size, skip):
+        """Over the batches after the first `skip` (iterator start-up and prefetch filling)."""
+        times = self.times[skip:]
+        return (len(times) - 1) * batch_size / (times[-1] - times[0])

@@ -1,0 +1,136 @@
+"""Where does resnet20's training time go, and which setting speeds it up? Each lever is an
+A/B against the trainer's defaults, in alternating rounds, as median images/s and the median
+per-round ratio lever / default.
+
+    python -m benchmarks.levers [--model resnet20] [--rounds 3] [--seconds 3]
+        [--process-levers]
+
+In-process levers (one process, models built side by side): precision, XLA (jit_compile),
+steps_per_execution, batch size. With --process-levers, also the settings TensorFlow reads once
+per process (oneDNN, thread pools): each round starts one process per setting, in turn.
+Writes benchmarks/results/<machine>-<date>-levers.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import common
+
+# name: (Case keyword arguments); precision None is the trainer's `auto`.
+IN_PROCESS = {
+    "default": {},
+    "float32": {"precision": "float32"},
+    "jit_compile": {"compile_options": {"jit_compile": True}},
+    "steps_per_execution=8": {"compile_options": {"steps_per_execution": 8}},
+    "batch 256": {"batch": 256},
+    "batch 32": {"batch": 32},
+}
+# name: (environment, tf.config.threading (intra, inter) or None)
+PER_PROCESS = {
+    "default": ({}, None),
+    "TF_ENABLE_ONEDNN_OPTS=0": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, None),
+    "threads intra 2, inter 1": ({}, (2, 1)),
+    "threads intra 1, inter 1": ({}, (1, 1)),
+}
+MEASUREMENTS = ("train/memory", "train/pipeline")
+
+
+def build_case(model, seconds, precision=None, **kwargs):
+    from benchmarks import throughput
+    from training import hardware
+
+    precision = precision or hardware.resolve_precision("auto")
+    return throughput.Case(model, precision, seconds, measurements=MEASUREMENTS, **kwargs)
+
+
+def in_process(model, rounds, seconds):
+    cases = {}
+    for name, kwargs in IN_PROCESS.items():
+        print(f"building and warming up {name}", flush=True)
+        cases[name] = build_case(model, seconds, **kwargs)
+    keys = [(name, m) for name in cases for m in MEASUREMENTS]
+    return common.run_rounds(keys, rounds, lambda key: cases[key[0]].measure(key[1]))
+
+
+def single(model, seconds, lever):
+    """In a process of its own: one per-process lever, measured once, printed as JSON."""
+    _, threads = PER_PROCESS[lever]  # the environment was set by per_process
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+    case = build_case(model, seconds)
+    print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
+
+
+def per_process(model, rounds, seconds):
+    figures = {(name, m): [] for name in PER_PROCESS for m in MEASUREMENTS}
+    for index in range(rounds):
+        for name, (environment, _) in PER_PROCESS.items():
+            command = [sys.executable, "-m", "benchmarks.levers", "--model", model]
+            command += ["--seconds", str(seconds), "--single", name]
+            output = subprocess.run(
+                command,
+                env={**os.environ, **environment},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            measured = json.loads(output.strip().splitlines()[-1])
+            for m in MEASUREMENTS:
+                figures[(name, m)].append(measured[m])
+        print(f"process round {index + 1}/{rounds} done", flush=True)
+    return figures
+
+
+def table(figures, names):
+    rows, results = [], []
+    for name in names:
+        row = [name]
+        result = {"lever": name}
+        for m in MEASUREMENTS:
+            values, base = figures[(name, m)], figures[("default", m)]
+            ratio = common.median_ratio(values, base)
+            row += [f"{common.median(values):,.0f}", f"{ratio:.2f}"]
+            result[m] = {"images_per_second": values, "ratio_to_default": ratio}
+        rows.append(row)
+        results.append(result)
+    header = ["lever", "train, memory", "/ default", "train, pipeline", "/ default"]
+    return results, common.markdown_table(header, rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--process-levers", action="store_true")
+    parser.add_argument("--single", choices=PER_PROCESS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.single:
+        return single(args.model, args.seconds, args.single)
+
+    facts = common.machine_facts()
+    print(common.facts_line(facts), flush=True)
+    results = {"model": args.model, "rounds": args.rounds, "seconds": args.seconds}
+    figures = in_process(args.model, args.rounds, args.seconds)
+    results["in_process"], text = table(figures, IN_PROCESS)
+    tables = [f"{args.model}, in one process (images/s, medians of {args.rounds} rounds)\n\n{text}"]
+    if args.process_levers:
+        figures = per_process(args.model, args.rounds, args.seconds)
+        results["per_process"], text = table(figures, PER_PROCESS)
+        tables.append(f"{args.model}, one process per setting and round\n\n{text}")
+    path = common.write_results("levers", facts, results)
+    print(f"\n{common.facts_line(facts)}\n")
+    print("\n\n".join(tables))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

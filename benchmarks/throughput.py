@@ -1,0 +1,255 @@
+"""Images per second of the trainer's own models, per model and precision: a training step and
+inference, fed from tensors in memory and through the trainer's tf.data pipeline (the
+`standard` augmentation for training). The gap between the two is the pipeline's cost.
+
+    python -m benchmarks.throughput [--models lenet5,resnet20] [--precisions float32]
+        [--rounds 3] [--seconds 3]
+
+Models are built and compiled by the trainer's own functions (training.trainer.build_model,
+compile_model), so the figures follow its defaults. Rounds alternate over every case; the
+table shows medians and the median per-round ratio pipeline / in memory. Writes
+benchmarks/results/<machine>-<date>-throughput.json.
+"""
+
+import argparse
+import contextlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import common
+from training import augment, data, hardware, trainer
+from training.config import TrainConfig
+
+# name: (input shape, batch): the models' usual inputs; resnet50 at 224x224 with a small batch.
+MODELS = {
+    "lenet5": ((32, 32, 1), 128),
+    "stagewise_cnn": ((32, 32, 3), 128),
+    "resnet20": ((32, 32, 3), 128),
+    "mobilenet_v2": ((96, 96, 3), 32),
+    "resnet50": ((224, 224, 3), 16),
+}
+NUM_CLASSES = 10
+MEASUREMENTS = ("train/memory", "train/pipeline", "infer/memory", "infer/pipeline")
+# Batches left out at the start of each measurement: iterator start-up, prefetch filling.
+SKIP = 2
+
+
+class BatchClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = common.StepTimes()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.mark()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.times.mark()
+
+
+def precisions_available():
+    """float32 always; mixed_bfloat16 on a CPU with native bfloat16; mixed_float16 needs a GPU."""
+    names = ["float32"]
+    if hardware.cpu_supports_bf16() or hardware.gpu_compute_capabilities():
+        names.append("mixed_bfloat16")
+    if hardware.gpu_compute_capabilities():
+        names.append("mixed_float16")
+    return names
+
+
+@contextlib.contextmanager
+def compile_options_added(options):
+    """Adds `options` to every keras.Model.compile call inside: the trainer's compile step
+    with one setting changed, for A/B measurements of that setting."""
+    original = keras.Model.compile
+
+    def compile_with_options(model, *args, **kwargs):
+        return original(model, *args, **{**kwargs, **options})
+
+    keras.Model.compile = compile_with_options
+    try:
+        yield
+    finally:
+        keras.Model.compile = original
+
+
+class Case:
+    """One model under one precision, with its in-memory and pipeline inputs, warmed up.
+
+    `batch` overrides the model's batch in MODELS; `compile_options` (jit_compile,
+    steps_per_execution) reach the trainer's model.compile call (benchmarks.levers).
+    """
+
+    def __init__(
+        self,
+        model_name,
+        precision,
+        seconds,
+        *,
+        batch=None,
+        compile_options=None,
+        measurements=MEASUREMENTS,
+    ):
+        self.name = f"{model_name} {precision}"
+        self.model_name, self.precision = model_name, precision
+        self.input_shape, self.batch = MODELS[model_name]
+        self.batch = batch or self.batch
+        # fit calls back once per execution of steps_per_execution steps.
+        self.steps_per_mark = (compile_options or {}).get("steps_per_execution", 1)
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (8 * self.batch, *self.input_shape), dtype=np.uint8)
+        labels = rng.integers(0, NUM_CLASSES, len(images))
+        mean = images.reshape(-1, self.input_shape[-1]).mean(axis=0)
+        std = images.reshape(-1, self.input_shape[-1]).std(axis=0)
+        examples = tf.data.Dataset.from_tensor_slices((images, labels))
+        augmentation = augment.build_augmentation(
+            "standard",
+            image_shape=self.input_shape,
+            num_classes=NUM_CLASSES,
+            flip_safe=True,
+            mean=mean,
+        )
+        self.inputs = {}
+        for training in (True, False):
+            pipeline = data.make_pipeline(
+                examples,
+                batch_size=self.batch,
+                num_classes=NUM_CLASSES,
+                training=training,
+                augment=augmentation if training else None,
+            )
+            kind = "train" if training else "infer"
+            batch = next(iter(pipeline))
+            self.inputs[f"{kind}/pipeline"] = pipeline.repeat()
+            memory = batch if training else batch[0]
+            self.inputs[f"{kind}/memory"] = tf.data.Dataset.from_tensors(memory).repeat()
+
+        hardware.apply_precision(precision)
+        config = TrainConfig().replace(
+            {"model": {"name": model_name}, "data": {"batch_size": self.batch}}
+        )
+        self.model = trainer.build_model(config, self.input_shape, NUM_CLASSES, mean, std)
+        with compile_options_added(compile_options or {}):
+            trainer.compile_model(
+                self.model, config, steps_per_epoch=8, replicas=1, num_classes=NUM_CLASSES
+            )
+        hardware.apply_precision("float32")
+        # Warm-up (tracing), then as many steps as fill `seconds`.
+        self.steps = {}
+        for measurement in measurements:
+            self.steps[measurement] = (SKIP + 4) * self.steps_per_mark
+            rate = self.measure(measurement)
+            marks = SKIP + max(4, int(seconds * rate / self.batch / self.steps_per_mark))
+            self.steps[measurement] = marks * self.steps_per_mark
+
+    def measure(self, measurement):
+        clock = BatchClock()
+        steps = self.steps[measurement]
+        dataset = self.inputs[measurement]
+        if measurement.startswith("train"):
+            history = self.model.fit(
+                dataset, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0
+            )
+            if not np.isfinite(history.history["loss"][-1]):
+                raise RuntimeError(f"{self.name} diverged while being measured")
+        else:
+            self.model.predict(dataset, steps=steps, callbacks=[clock], verbose=0)
+        if measurement.startswith("infer"):  # predict calls back every step
+            return clock.times.images_per_second(self.batch, SKIP)
+        return clock.times.images_per_second(self.batch * self.steps_per_mark, SKIP)
+
+
+def summarize(cases, figures):
+    rows, results = [], []
+    for case in cases:
+        f = {m: figures[(case.name, m)] for m in MEASUREMENTS}
+        medians = {m: common.median(f[m]) for m in MEASUREMENTS}
+        train_ratio = common.median_ratio(f["train/pipeline"], f["train/memory"])
+        infer_ratio = common.median_ratio(f["infer/pipeline"], f["infer/memory"])
+        results.append(
+            {
+                "model": case.model_name,
+                "precision": case.precision,
+                "input_shape": list(case.input_shape),
+                "batch": case.batch,
+                "images_per_second": f,
+                "median": medians,
+                "train_pipeline_over_memory": train_ratio,
+                "infer_pipeline_over_memory": infer_ratio,
+            }
+        )
+        rows.append(
+            [
+                case.model_name,
+                "x".join(map(str, case.input_shape)),
+                case.batch,
+                case.precision,
+                f"{medians['train/memory']:,.0f}",
+                f"{medians['train/pipeline']:,.0f}",
+                f"{train_ratio:.2f}",
+                f"{medians['infer/memory']:,.0f}",
+                f"{medians['infer/pipeline']:,.0f}",
+                f"{infer_ratio:.2f}",
+            ]
+        )
+    header = [
+        "model",
+        "input",
+        "batch",
+        "precision",
+        "train, memory",
+        "train, pipeline",
+        "pipeline / memory",
+        "infer, memory",
+        "infer, pipeline",
+        "pipeline / memory",
+    ]
+    return results, common.markdown_table(header, rows)
+
+
+def parse_list(text, allowed, what):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in allowed:
+            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(allowed)}")
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
+    parser.add_argument("--precisions", default=None, help="default: all this machine has")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    args = parser.parse_args(argv)
+    available = precisions_available()
+    models = parse_list(args.models, MODELS, "model")
+    precisions = parse_list(args.precisions or ",".join(available), available, "precision")
+    if not hardware.gpu_compute_capabilities():
+        print("No GPU: mixed_float16 and the exported SavedModel on a GPU are skipped.")
+
+    facts = common.machine_facts()
+    print(common.facts_line(facts), flush=True)
+    cases = []
+    for model_name in models:
+        for precision in precisions:
+            print(f"building and warming up {model_name} {precision}", flush=True)
+            cases.append(Case(model_name, precision, args.seconds))
+    keys = [(case.name, m) for case in cases for m in MEASUREMENTS]
+    by_name = {case.name: case for case in cases}
+    figures = common.run_rounds(keys, args.rounds, lambda key: by_name[key[0]].measure(key[1]))
+    results, table = summarize(cases, figures)
+    path = common.write_results(
+        "throughput", facts, {"rounds": args.rounds, "seconds": args.seconds, "cases": results}
+    )
+    print(f"\nimages/s, medians of {args.rounds} rounds ({common.facts_line(facts)})\n")
+    print(table)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
