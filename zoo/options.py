@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from zoo.layers.fused_batch_normalization import FusedBatchNormalization
+
 
 @keras.saving.register_keras_serializable(package="zoo")
 def lecun_tanh(x):
@@ -160,7 +162,7 @@ class LayerOptions:
         if self.normalization == "none":
             return None
         if self.normalization == "batch":
-            return keras.layers.BatchNormalization(
+            return FusedBatchNormalization(
                 momentum=self.bn_momentum if momentum is None else momentum,
                 epsilon=epsilon,
                 name=name,

@@ -42,10 +42,10 @@ def test_depthwise_separable_block_shapes_and_params(depth_multiplier, params):
     assert model.count_params() == params
     assert [type(layer).__name__ for layer in model.layers[1:]] == [
         "DepthwiseConv2D",
-        "BatchNormalization",
+        "FusedBatchNormalization",
         "Activation",
         "Conv2D",
-        "BatchNormalization",
+        "FusedBatchNormalization",
         "Activation",
     ]
 

@@ -47,11 +47,16 @@ def test_weights_copied_from_keras_applications_give_the_same_outputs(name, size
     assert model.count_params() == reference.count_params()
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, size=(4, *shape)).astype("float32")
-    calibrate_batch_norms(reference, images, rng)
+    # Statistics from more images than are compared: 4 images at 1x1 give near-zero variances
+    # that amplify float32 rounding beyond any tolerance.
+    calibration = rng.uniform(-1, 1, size=(64, *shape)).astype("float32")
+    calibrate_batch_norms(reference, calibration, rng)
     copy_weights(reference, model)
     expected = np.asarray(reference(images))
     assert np.ptp(expected, axis=0).min() > 0.1  # the logits depend on the image
-    np.testing.assert_allclose(model(images), expected, atol=1e-5)
+    # 1e-4: the zoo's fused BN kernel rounds differently from Keras' separate ops (measured
+    # 2e-5 here); a miscopied weight moves the logits by more than 0.1.
+    np.testing.assert_allclose(model(images), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, multiply_adds", [("mobilenet", 569e6), ("mobilenet_v2", 300e6)])
