@@ -81,7 +81,8 @@ class Case:
     """One model under one precision, with its in-memory and pipeline inputs, warmed up.
 
     `batch` overrides the model's batch in MODELS; `compile_options` (jit_compile,
-    steps_per_execution) reach the trainer's model.compile call (benchmarks.levers).
+    steps_per_execution) reach the trainer's model.compile call (benchmarks.levers);
+    `augmentation` is the preset the training pipeline applies.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Case:
         batch=None,
         compile_options=None,
         measurements=MEASUREMENTS,
+        augmentation="standard",
     ):
         self.name = f"{model_name} {precision}"
         self.model_name, self.precision = model_name, precision
@@ -107,7 +109,7 @@ class Case:
         std = images.reshape(-1, self.input_shape[-1]).std(axis=0)
         examples = tf.data.Dataset.from_tensor_slices((images, labels))
         augmentation = augment.build_augmentation(
-            "standard",
+            augmentation,
             image_shape=self.input_shape,
             num_classes=NUM_CLASSES,
             flip_safe=True,

@@ -316,6 +316,8 @@ class ResumableStopOnMetricDrop(_Resumable, StopOnMetricDrop):
 class HistoryCSV(keras.callbacks.Callback):
     """history.csv with one row per completed epoch (1-based `epoch`), rewritten whole each epoch.
 
+    `seconds` is the wall-clock training time at the end of the epoch, validation included and
+    counted on across resumes, so a curve can be read against time (benchmarks.time_to_accuracy).
     A resumed fit keeps the rows of the epochs before its start epoch and drops any later ones (an
     epoch that finished after the last backup runs again), so no epoch appears twice.
     """
@@ -326,13 +328,17 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._rows = None
+        self._started = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._rows is None:
             self._rows = [row for row in self._read() if int(row["epoch"]) <= epoch]
+            earlier = [float(row.get("seconds") or 0.0) for row in self._rows]
+            self._started -= earlier[-1] if earlier else 0.0
 
     def on_epoch_end(self, epoch, logs=None):
-        self._rows.append({"epoch": epoch + 1, **logs})
+        seconds = round(time.perf_counter() - self._started, 3)
+        self._rows.append({"epoch": epoch + 1, **logs, "seconds": seconds})
         columns = ["epoch"] + sorted({key for row in self._rows for key in row} - {"epoch"})
 
         text = io.StringIO(newline="")

@@ -170,6 +170,8 @@ def test_history_csv_logs_the_schedule_learning_rate_and_best_model_reloads(tmp_
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05, 0.05])
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     assert [float(r["val_loss"]) for r in rows] == pytest.approx(history.history["val_loss"])
+    seconds = [float(r["seconds"]) for r in rows]
+    assert 0 < seconds[0] and seconds == sorted(seconds)  # wall-clock, growing epoch by epoch
 
     best = keras.saving.load_model(tmp_path / "best.keras")
     (_, _), (x_val, y_val) = digits
@@ -394,6 +396,8 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, digits, uninte
     rows = read_history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
     assert [float(r["loss"]) for r in rows] == pytest.approx(reference_losses)
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds)  # the resumed epochs count on from the saved time
     assert_same_weights(model.get_weights(), reference_weights)
     assert not (run_dir / "backup").exists()
 
