@@ -1,8 +1,11 @@
 """Loading weights into zoo models: from files, and from keras.applications ("imagenet")."""
 
+import inspect
 import os
 
 import numpy as np
+
+WIDTH_KNOBS = ("alpha", "depth_multiplier")
 
 
 def weighted_layers(model):
@@ -53,12 +56,22 @@ def load_into(model, weights, info, build_kwargs):
         )
     if model.input_shape[-1] != 3:
         raise ValueError(f"{info.name}: ImageNet weights need 3 input channels.")
+    # The width knobs pick the weights file (MobileNet at alpha 0.5 has its own); keras.applications
+    # refuses, with its own message, a value it has no weights for.
+    knobs = {
+        key: build_kwargs[key]
+        for key in WIDTH_KNOBS
+        if key in build_kwargs and key in inspect.signature(info.keras_application).parameters
+    }
     try:
         reference = info.keras_application(
             include_top=include_top,
             weights="imagenet",
             input_shape=model.input_shape[1:],
+            **knobs,
         )
+    except ValueError:
+        raise
     except Exception as error:  # keras reports a failed download as a bare Exception
         raise RuntimeError(
             f"{info.name}: could not load ImageNet weights through keras.applications. Keras "

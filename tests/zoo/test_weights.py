@@ -74,3 +74,55 @@ def test_copy_weights_refuses_different_shapes_and_names_the_layers():
         r"to layer conv1_conv .*\(3, 3, 3, 32\).*differ",
     ):
         copy_weights(source, target)
+
+
+CACHED_IMAGENET_AT_ALPHA = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import zoo
+
+    model = zoo.create(
+        "mobilenet", alpha=0.5, include_top=False, weights="imagenet", input_shape=(32, 32, 3)
+    )
+    np.savez(sys.argv[1], *model.get_weights())
+    """
+)
+
+
+@pytest.mark.slow  # a fresh interpreter: Keras reads KERAS_HOME when it is imported
+def test_imagenet_weights_follow_the_width_knobs(tmp_path):
+    # keras.applications checks no hash for MobileNet's files, so a file made here stands in for
+    # the real MobileNet 0.5 weights, offline; a width Keras has no weights for is refused by it.
+    import h5py
+    import keras
+    import numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(5)
+    reference = keras.applications.MobileNet(
+        alpha=0.5, include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    (tmp_path / "models").mkdir()
+    with h5py.File(tmp_path / "models" / "mobilenet_5_0_224_tf_no_top.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.update(https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9", no_proxy="")
+    saved = tmp_path / "loaded.npz"
+    run = subprocess.run(
+        [sys.executable, "-c", CACHED_IMAGENET_AT_ALPHA, str(saved)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = np.load(saved)
+    expected = reference.get_weights()
+    assert len(loaded.files) == len(expected)
+    for index, want in enumerate(expected):
+        np.testing.assert_array_equal(loaded[f"arr_{index}"], want)
+
+    with pytest.raises(ValueError, match="alpha can be one of"):
+        zoo.create("mobilenet", alpha=0.3, include_top=False, weights="imagenet")
