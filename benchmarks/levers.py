@@ -44,7 +44,7 @@ def build_case(model, seconds, precision=None, **kwargs):
     from benchmarks import throughput
     from training import hardware
 
-    precision = precision or hardware.resolve_precision("auto")
+    precision = precision or hardware.resolve_precision("auto", model)
     return throughput.Case(model, precision, seconds, measurements=MEASUREMENTS, **kwargs)
 
 

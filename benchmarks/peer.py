@@ -224,7 +224,6 @@ def main(argv=None):
     facts = common.machine_facts()
     facts["torch_threads"] = torch.get_num_threads()
     print(common.facts_line(facts), flush=True)
-    precision = hardware.resolve_precision("auto")
     measured = []  # (case, measurement) in the order every round runs them
     for name in models:
         shape, _ = throughput.MODELS[name]
@@ -234,7 +233,7 @@ def main(argv=None):
         if got != expected:
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")
         print(f"building and warming up {name}", flush=True)
-        keras_case = KerasCase(name, precision, args.seconds)
+        keras_case = KerasCase(name, hardware.resolve_precision("auto", name), args.seconds)
         measured += [(keras_case, m) for m in throughput.MEASUREMENTS]
         for setting in torch_settings():
             case = TorchCase(name, setting, args.seconds)
@@ -244,6 +243,7 @@ def main(argv=None):
 
     rows, results = [], []
     for name in models:
+        precision = hardware.resolve_precision("auto", name)
         keras_name = f"{name} keras {precision}"
         for kind in ("train", "infer"):
             torch_runs = {s: by_name[(f"{name} torch {s}", kind)] for s in torch_settings()}
@@ -277,8 +277,8 @@ def main(argv=None):
         "model",
         "step",
         *(f"PyTorch {s}" for s in torch_settings()),
-        f"Keras {precision}, memory",
-        f"Keras {precision}, pipeline (augment {TrainConfig().augment.preset})",
+        "Keras (auto precision), memory",
+        f"Keras (auto precision), pipeline (augment {TrainConfig().augment.preset})",
         "Keras memory / best PyTorch",
         "Keras pipeline / best PyTorch",
     ]

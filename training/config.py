@@ -232,8 +232,8 @@ class CallbacksConfig:
 class HardwareConfig:
     precision: str = option(
         "auto",
-        "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16, "
-        "else float32",
+        "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16 "
+        "(float32 for the MobileNets there), else float32",
         choices="training.hardware.PRECISIONS",
     )
     strategy: str = option(

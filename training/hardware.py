@@ -23,6 +23,10 @@ LR_SCALING_RULES = (None, "linear")
 
 # Volta (7.0) and newer have tensor cores, where float16 matrix products are several times faster.
 TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
+# Zoo models built on depthwise convolutions, which oneDNN runs slower in bfloat16 than in
+# float32 on CPU: `auto` keeps them float32 (mobilenet_v2 at 96x96 trained at 96 images/s in
+# mixed_bfloat16, 137 in float32; benchmarks.efficiency and .throughput, 2026-12-03).
+CPU_BFLOAT16_SLOWER = frozenset({"mobilenet", "mobilenet_v2"})
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -51,12 +55,14 @@ def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
     return bool(flags & BF16_CPU_FLAGS)
 
 
-def resolve_precision(mode="auto") -> str:
-    """The dtype policy name for `mode`; `auto` picks the fastest safe one for this machine.
+def resolve_precision(mode="auto", model_name=None) -> str:
+    """The dtype policy name for `mode`; `auto` picks the fastest safe one for this machine
+    and, on a CPU, for the model `model_name` (a zoo name) when given.
 
     auto: mixed_float16 when every GPU has tensor cores, float32 on older GPUs, mixed_bfloat16
-    on a CPU with native bfloat16 (measured here: ~1.2x the images/s of float32 for resnet20,
-    see benchmarks/precision_throughput.py), float32 otherwise.
+    on a CPU with native bfloat16 (measured: 1.4-1.6x the images/s of float32 for resnet20 and
+    stagewise_cnn, benchmarks.efficiency) except for CPU_BFLOAT16_SLOWER models, float32
+    otherwise.
     """
     checks.one_of("precision", mode, PRECISIONS)
     if mode != "auto":
@@ -66,17 +72,19 @@ def resolve_precision(mode="auto") -> str:
         if min(capabilities) >= TENSOR_CORE_COMPUTE_CAPABILITY:
             return "mixed_float16"
         return "float32"
-    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
+    if not cpu_supports_bf16() or model_name in CPU_BFLOAT16_SLOWER:
+        return "float32"
+    return "mixed_bfloat16"
 
 
-def apply_precision(policy="auto") -> str:
+def apply_precision(policy="auto", model_name=None) -> str:
     """Set the global Keras dtype policy (resolving `auto`) and return its name.
 
     Under mixed_float16, Keras 3's `compile` wraps the optimizer in a LossScaleOptimizer by
     itself (auto_scale_loss=True) when the model was built under this policy, so build the model
     after this call. bfloat16 has float32's exponent range and needs no loss scaling.
     """
-    name = resolve_precision(policy)
+    name = resolve_precision(policy, model_name)
     keras.config.set_dtype_policy(name)
     return name
 

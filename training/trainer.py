@@ -413,7 +413,7 @@ def evaluate(
 def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     """Run one training job end to end and return where it landed and what it measured."""
     config.validate()
-    policy = hardware.resolve_precision(config.hardware.precision)
+    policy = hardware.resolve_precision(config.hardware.precision, config.model.name)
     hardware.apply_precision(policy)
     # The strategy first: a multi-worker strategy must exist before any other TensorFlow op.
     strategy = hardware.resolve_strategy(config.hardware.strategy)

@@ -134,7 +134,7 @@ class TrialHyperModel(keras_tuner.HyperModel):
         config = self.config_for(hp)
         keras.utils.set_random_seed(config.seed)
         # Set per build: KerasTuner clears the Keras session before each one.
-        hardware.apply_precision(hardware.resolve_precision(config.hardware.precision))
+        hardware.apply_precision(config.hardware.precision, config.model.name)
         model = trainer.build_model(
             config, self.data.input_shape, self.data.num_classes, self.data.mean, self.data.std
         )

@@ -69,6 +69,21 @@ def test_auto_precision_branches(monkeypatch, capabilities, cpu_bf16, expected):
     assert hardware.resolve_precision("auto") == expected
 
 
+def test_auto_keeps_depthwise_models_float32_on_a_bfloat16_cpu(monkeypatch):
+    import zoo
+
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    assert hardware.CPU_BFLOAT16_SLOWER <= set(zoo.list_models())
+    assert hardware.resolve_precision("auto", "mobilenet_v2") == "float32"
+    assert hardware.resolve_precision("auto", "mobilenet") == "float32"
+    assert hardware.resolve_precision("auto", "resnet20") == "mixed_bfloat16"
+    assert hardware.resolve_precision("mixed_bfloat16", "mobilenet_v2") == "mixed_bfloat16"
+    # On a GPU with tensor cores the depthwise models take float16 like the rest.
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(8, 0)])
+    assert hardware.resolve_precision("auto", "mobilenet_v2") == "mixed_float16"
+
+
 @pytest.mark.parametrize("mode", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_explicit_precision_is_kept(monkeypatch, mode):
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(9, 0)])

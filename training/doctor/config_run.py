@@ -16,7 +16,7 @@ def examine_config(config, *, checks=(), budget=None):
     The doctor runs on one device; `checks` (default all) picks checks by name."""
     config.validate()
     names = check_names(list(checks))
-    hardware.apply_precision(hardware.resolve_precision(config.hardware.precision))
+    hardware.apply_precision(config.hardware.precision, config.model.name)
     keras.utils.set_random_seed(config.seed)
     prepared = trainer.prepare_data(config)
     batch = config.data.batch_size
