@@ -26,7 +26,7 @@ IN_PROCESS = {
     "default": {},
     "float32": {"precision": "float32"},
     "jit_compile": {"compile_options": {"jit_compile": True}},
-    "steps_per_execution=8": {"compile_options": {"steps_per_execution": 8}},
+    "steps_per_execution=1": {"compile_options": {"steps_per_execution": 1}},
     "batch 256": {"batch": 256},
     "batch 32": {"batch": 32},
 }

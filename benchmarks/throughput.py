@@ -100,8 +100,6 @@ class Case:
         self.model_name, self.precision = model_name, precision
         self.input_shape, self.batch = MODELS[model_name]
         self.batch = batch or self.batch
-        # fit calls back once per execution of steps_per_execution steps.
-        self.steps_per_mark = (compile_options or {}).get("steps_per_execution", 1)
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (8 * self.batch, *self.input_shape), dtype=np.uint8)
         labels = rng.integers(0, NUM_CLASSES, len(images))
@@ -134,10 +132,19 @@ class Case:
         config = TrainConfig().replace(
             {"model": {"name": model_name}, "data": {"batch_size": self.batch}}
         )
+        # fit and predict call back once per execution of steps_per_execution steps.
+        self.steps_per_mark = (compile_options or {}).get(
+            "steps_per_execution", config.hardware.steps_per_execution
+        )
         self.model = trainer.build_model(config, self.input_shape, NUM_CLASSES, mean, std)
         with compile_options_added(compile_options or {}):
             trainer.compile_model(
-                self.model, config, steps_per_epoch=8, replicas=1, num_classes=NUM_CLASSES
+                self.model,
+                config,
+                steps_per_epoch=8,
+                replicas=1,
+                num_classes=NUM_CLASSES,
+                steps_per_execution=config.hardware.steps_per_execution,
             )
         hardware.apply_precision("float32")
         # Warm-up (tracing), then as many steps as fill `seconds`.
@@ -160,8 +167,6 @@ class Case:
                 raise RuntimeError(f"{self.name} diverged while being measured")
         else:
             self.model.predict(dataset, steps=steps, callbacks=[clock], verbose=0)
-        if measurement.startswith("infer"):  # predict calls back every step
-            return clock.times.images_per_second(self.batch, SKIP)
         return clock.times.images_per_second(self.batch * self.steps_per_mark, SKIP)
 
 

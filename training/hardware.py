@@ -174,6 +174,15 @@ def _task(strategy):
     return resolver.task_type, resolver.task_id, resolver.cluster_spec().jobs
 
 
+def steps_per_execution(requested, strategy) -> int:
+    """`requested`, or 1 under MultiWorkerMirroredStrategy: there Keras 3.15's multi-step train
+    function fails ("You must feed a value for placeholder tensor ... while/cond"), measured
+    with two local workers."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    return requested
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the run's outputs: the only process, the `chief` task, or
     worker 0 when the cluster has no chief (TensorFlow's convention)."""
@@ -202,6 +211,9 @@ def worker_dir(run_dir, strategy) -> pathlib.Path:
 def check_config(config):
     checks.one_of("precision", config.hardware.precision, PRECISIONS)
     checks.one_of("strategy", config.hardware.strategy, STRATEGIES)
+    checks.in_range(
+        "hardware.steps_per_execution", config.hardware.steps_per_execution, 1, integer=True
+    )
     checks.one_of("learning-rate scaling rule", config.optimizer.scale_lr, LR_SCALING_RULES)
     checks.require(
         config.hardware.strategy != "multi_worker" or config.output.run_name,

@@ -122,10 +122,18 @@ def pretrained_backbone(
 
 
 def compile_model(
-    model, config: TrainConfig, *, steps_per_epoch, replicas, num_classes, scaled_variables=()
+    model,
+    config: TrainConfig,
+    *,
+    steps_per_epoch,
+    replicas,
+    num_classes,
+    scaled_variables=(),
+    steps_per_execution=1,
 ):
     """`scaled_variables`: paths of pretrained variables that learn at
-    config.transfer.backbone_lr_multiplier times the learning rate."""
+    config.transfer.backbone_lr_multiplier times the learning rate. `steps_per_execution` is
+    for `fit` (train and test); the doctor's `train_on_batch` steps keep 1."""
     base_lr = hardware.scaled_learning_rate(
         config.optimizer.lr, replicas, config.optimizer.scale_lr
     )
@@ -167,7 +175,9 @@ def compile_model(
     multiplier = config.transfer.backbone_lr_multiplier
     if scaled_variables and multiplier != 1.0:
         optimizer = transfer.scale_learning_rate(optimizer, scaled_variables, multiplier)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution
+    )
 
 
 def read_history(path) -> dict:
@@ -500,6 +510,9 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
                 replicas=replicas,
                 num_classes=prepared.num_classes,
                 scaled_variables=scaled,
+                steps_per_execution=hardware.steps_per_execution(
+                    config.hardware.steps_per_execution, strategy
+                ),
             )
         log.info(
             "%s%s: %s parameters, %s trainable",

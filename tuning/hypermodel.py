@@ -144,6 +144,9 @@ class TrialHyperModel(keras_tuner.HyperModel):
             steps_per_epoch=math.ceil(self.data.num_examples["train"] / self._global_batch(config)),
             replicas=self.strategy.num_replicas_in_sync,
             num_classes=self.data.num_classes,
+            steps_per_execution=hardware.steps_per_execution(
+                config.hardware.steps_per_execution, self.strategy
+            ),
         )
         return model
 

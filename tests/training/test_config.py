@@ -109,6 +109,10 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ({"data": {"val_split": 1.5}}, r"data.val_split must be in \[0, 1\)"),
         ({"optimizer": {"clip_norm": 1.0, "clip_value": 1.0}}, "Choose at most one of"),
         ({"hardware": {"precision": "fp8"}}, "Unknown precision 'fp8'"),
+        (
+            {"hardware": {"steps_per_execution": 0}},
+            r"hardware.steps_per_execution must be an integer >= 1, got 0",
+        ),
         ({"schedule": {"warmup_epochs": 30}}, r"schedule.warmup_epochs must be in \[0, 20\)"),
         (
             {"model": {"name": "stagewise_cnn", "options": {"depth": 3}}},
@@ -214,6 +218,7 @@ BAD_FLAGS = [
     (["--max-val-drop", "0"], "callbacks.max_val_drop"),
     (["--min-delta", "-0.01"], "callbacks.min_delta"),
     (["--precision", "fp8"], "precision 'fp8'"),
+    (["--steps-per-execution", "0"], "hardware.steps_per_execution"),
     (["--strategy", "parameter_server"], "strategy 'parameter_server'"),
     (["--strategy", "multi_worker"], "multi_worker needs an explicit run_name"),
     (["--run-name", "../escape"], "output.run_name '../escape'"),

@@ -172,6 +172,13 @@ def test_the_same_seed_repeats_a_run(tmp_path):
     a = train(quick_config(tmp_path / "a", epochs=2))
     b = train(quick_config(tmp_path / "b", epochs=2))
     assert a.history["loss"] == b.history["loss"]
+    # Running one step per call into TensorFlow instead of the default 16 changes the speed,
+    # not the result.
+    assert a.model.steps_per_execution == 16
+    one = train(quick_config(tmp_path / "one", epochs=2, hardware__steps_per_execution=1))
+    assert one.model.steps_per_execution == 1
+    np.testing.assert_allclose(one.history["loss"], a.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(one.history["val_loss"], a.history["val_loss"], rtol=1e-6)
 
 
 def test_cli_rejects_bad_values_before_training(tmp_path):
