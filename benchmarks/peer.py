@@ -196,6 +196,7 @@ class KerasCase:
     cost of the standard augmentation)."""
 
     def __init__(self, name, precision, seconds):
+        self.precision = precision
         augmentation = TrainConfig().augment.preset
         self.case = throughput.Case(name, precision, seconds, augmentation=augmentation)
         self.name = f"{name} keras {precision}"
@@ -225,6 +226,7 @@ def main(argv=None):
     facts["torch_threads"] = torch.get_num_threads()
     print(common.facts_line(facts), flush=True)
     measured = []  # (case, measurement) in the order every round runs them
+    precisions = {}  # model name: the Keras case's precision
     for name in models:
         shape, _ = throughput.MODELS[name]
         expected = zoo.create(name, input_shape=shape, num_classes=NUM_CLASSES).count_params()
@@ -234,6 +236,7 @@ def main(argv=None):
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")
         print(f"building and warming up {name}", flush=True)
         keras_case = KerasCase(name, hardware.resolve_precision("auto", name), args.seconds)
+        precisions[name] = keras_case.precision
         measured += [(keras_case, m) for m in throughput.MEASUREMENTS]
         for setting in torch_settings():
             case = TorchCase(name, setting, args.seconds)
@@ -243,7 +246,7 @@ def main(argv=None):
 
     rows, results = [], []
     for name in models:
-        precision = hardware.resolve_precision("auto", name)
+        precision = precisions[name]
         keras_name = f"{name} keras {precision}"
         for kind in ("train", "infer"):
             torch_runs = {s: by_name[(f"{name} torch {s}", kind)] for s in torch_settings()}

@@ -82,9 +82,11 @@ def command(name):
 
 def first_epoch_at(history_path, target):
     """(epoch, training seconds) of the first epoch whose val_accuracy reached `target`."""
+    if target is None:
+        return None, None
     with open(history_path, newline="") as f:
         for row in csv.DictReader(f):
-            if target is not None and float(row["val_accuracy"]) >= target:
+            if float(row["val_accuracy"]) >= target:
                 return int(row["epoch"]), float(row["seconds"])
     return None, None
 

@@ -333,8 +333,8 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self._rows is None:
             self._rows = [row for row in self._read() if int(row["epoch"]) <= epoch]
-            earlier = [float(row.get("seconds") or 0.0) for row in self._rows]
-            self._started -= earlier[-1] if earlier else 0.0
+            if self._rows:  # a resumed fit counts on from the last kept epoch's time
+                self._started -= float(self._rows[-1].get("seconds") or 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = round(time.perf_counter() - self._started, 3)

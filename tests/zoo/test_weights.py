@@ -29,12 +29,10 @@ OFFLINE_IMAGENET = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # a fresh interpreter imports TensorFlow and builds two ResNet-50s
-def test_imagenet_weights_offline_fail_with_the_cache_location(tmp_path):
-    # Keras reads KERAS_HOME when it is imported, so the run needs a fresh process. The proxy
-    # variables send urllib to a closed local port: no traffic leaves the machine, and the
-    # download fails at once even where the network is up.
-    keras_home = tmp_path / "keras_home"
+def run_offline(script, keras_home, *args):
+    """`script` in a fresh interpreter (Keras reads KERAS_HOME when it is imported) whose
+    downloads fail at once: the proxy variables send urllib to a closed local port, so no
+    traffic leaves the machine even where the network is up."""
     env = {
         **os.environ,
         "KERAS_HOME": str(keras_home),
@@ -43,14 +41,20 @@ def test_imagenet_weights_offline_fail_with_the_cache_location(tmp_path):
         "no_proxy": "",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    run = subprocess.run(
-        [sys.executable, "-c", OFFLINE_IMAGENET],
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow and builds two ResNet-50s
+def test_imagenet_weights_offline_fail_with_the_cache_location(tmp_path):
+    keras_home = tmp_path / "keras_home"
+    run = run_offline(OFFLINE_IMAGENET, keras_home)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "loaded" not in run.stdout
     assert "could not load ImageNet weights" in run.stdout
@@ -106,17 +110,8 @@ def test_imagenet_weights_follow_the_width_knobs(tmp_path):
     (tmp_path / "models").mkdir()
     with h5py.File(tmp_path / "models" / "mobilenet_5_0_224_tf_no_top.h5", "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
-    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.update(https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9", no_proxy="")
     saved = tmp_path / "loaded.npz"
-    run = subprocess.run(
-        [sys.executable, "-c", CACHED_IMAGENET_AT_ALPHA, str(saved)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_offline(CACHED_IMAGENET_AT_ALPHA, tmp_path, str(saved))
     assert run.returncode == 0, run.stderr[-2000:]
     loaded = np.load(saved)
     expected = reference.get_weights()
