@@ -260,9 +260,18 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 
 class ResumableCheckpoint(_Resumable, keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint(save_best_only) that keeps its best value across a resumed fit."""
+    """ModelCheckpoint(save_best_only) that keeps its best value across a resumed fit.
+    `saved_model`, when given, is what it saves instead of the fitted model (a linear probe
+    fits the head alone on cached features; best.keras is still the whole model)."""
 
     state_name = "checkpoint"
+
+    def __init__(self, *args, saved_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved_model = saved_model
+
+    def set_model(self, model):
+        super().set_model(model if self._saved_model is None else self._saved_model)
 
     def _state(self):
         return {"best": self.best}
@@ -391,6 +400,7 @@ def build_callbacks(
     backup=True,
     csv=True,
     ema=False,
+    saved_model=None,
 ):
     """The callbacks for `model.fit`, in the order they must run.
 
@@ -400,7 +410,8 @@ def build_callbacks(
     PLATEAU_DEFAULTS); it needs a float learning rate. With `ema` (the optimizer keeps an
     average of the weights) validation measures the averaged weights and the fit ends with them:
     early stopping still stops, but does not restore an earlier epoch's raw weights over them.
-    `backup` needs a built model. Training accuracy is logs["accuracy"]; `max_val_accuracy_drop`
+    `backup` needs a built model; `saved_model` is what best.keras holds when it is not the
+    fitted model. Training accuracy is logs["accuracy"]; `max_val_accuracy_drop`
     watches logs["val_accuracy"]; `min_delta` is the least change of `monitor` that early
     stopping counts as an improvement. A diverging fit raises TrainingDiverged
     (StopOnDivergence).
@@ -449,6 +460,7 @@ def build_callbacks(
                 monitor=monitor,
                 save_best_only=True,
                 state_dir=state_dir,
+                saved_model=saved_model,
             )
         )
     if csv:

@@ -13,6 +13,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 import yaml
 
 import zoo
@@ -25,6 +26,7 @@ from training import (
     hardware,
     optimizers,
     plots,
+    probe_cache,
     rundir,
     schedules,
     transfer,
@@ -112,6 +114,14 @@ def build_model(
     return keras.Model(inputs, backbone(standardized), name=config.model.name)
 
 
+def transfer_source(config: TrainConfig):
+    """The model --init-from names (transfer.load_source; ImageNet weights at the model's
+    input size), or None without --init-from."""
+    if not config.model.init_from:
+        return None
+    return transfer.load_source(config, input_shape_for(config, 3))
+
+
 def pretrained_backbone(
     config: TrainConfig, input_shape, num_classes, *, class_names=None, source=None
 ):
@@ -130,10 +140,30 @@ def compile_model(
     num_classes,
     scaled_variables=(),
     steps_per_execution=1,
+    optimizer=None,
 ):
     """`scaled_variables`: paths of pretrained variables that learn at
     config.transfer.backbone_lr_multiplier times the learning rate. `steps_per_execution` is
-    for `fit` (train and test); the doctor's `train_on_batch` steps keep 1."""
+    for `fit` (train and test); the doctor's `train_on_batch` steps keep 1. `optimizer`, when
+    given, is used instead of one built from the config (a model sharing another's)."""
+    if optimizer is None:
+        optimizer = _build_optimizer(config, replicas, steps_per_epoch, scaled_variables)
+    if config.model.binary:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=config.optimizer.label_smoothing)
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(
+            label_smoothing=config.optimizer.label_smoothing
+        )
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if num_classes >= 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    model.compile(
+        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution
+    )
+
+
+def _build_optimizer(config: TrainConfig, replicas, steps_per_epoch, scaled_variables):
     base_lr = hardware.scaled_learning_rate(
         config.optimizer.lr, replicas, config.optimizer.scale_lr
     )
@@ -164,20 +194,10 @@ def compile_model(
         global_clip_norm=opt.global_clip_norm,
         ema=opt.ema,
     )
-    if config.model.binary:
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=opt.label_smoothing)
-        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
-    else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=opt.label_smoothing)
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if num_classes >= 5:
-            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
     multiplier = config.transfer.backbone_lr_multiplier
     if scaled_variables and multiplier != 1.0:
         optimizer = transfer.scale_learning_rate(optimizer, scaled_variables, multiplier)
-    model.compile(
-        optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution
-    )
+    return optimizer
 
 
 def read_history(path) -> dict:
@@ -237,9 +257,9 @@ def prepare_data(config: TrainConfig, *, include_test=True, source_shape=None) -
     )
 
 
-def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: int) -> dict:
-    """Batched tf.data pipelines of every split present; only the training one augments."""
-    augmentation = augment.build_augmentation(
+def training_augmentation(config: TrainConfig, prepared: PreparedData):
+    """The augmentation of the training batches (augment.build_augmentation), or None."""
+    return augment.build_augmentation(
         config.augment.preset,
         ops=config.augment.ops or None,
         image_shape=prepared.input_shape,
@@ -248,6 +268,11 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
         seed=config.seed,
         mean=prepared.mean,
     )
+
+
+def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: int) -> dict:
+    """Batched tf.data pipelines of every split present; only the training one augments."""
+    augmentation = training_augmentation(config, prepared)
     return {
         name: data.make_pipeline(
             dataset,
@@ -266,6 +291,44 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
         )
         if dataset is not None and prepared.num_examples[name] > 0
     }
+
+
+def cached_probe(config: TrainConfig, model, prepared: PreparedData, global_batch, strategy):
+    """A linear probe's head and the frozen layers' features, computed once
+    (training.probe_cache), or None, with the reason logged, where it would change the
+    training: augmented batches, or random frozen layers; also under multi_worker, whose
+    workers would each hold the whole dataset's features."""
+    try:
+        if training_augmentation(config, prepared) is not None:
+            raise probe_cache.NotCacheable("the training images are augmented")
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise probe_cache.NotCacheable("multi-worker training")
+        validating = prepared.num_examples["validation"] > 0
+        probe = probe_cache.build(
+            probe_cache.split_at_head(model),
+            train=prepared.train,
+            validation=prepared.validation if validating else None,
+            num_examples={
+                "train": prepared.num_examples["train"],
+                "validation": prepared.num_examples["validation"],
+            },
+            batch_size=global_batch,
+            pipeline_args={
+                "num_classes": prepared.num_classes,
+                "binary": config.model.binary,
+                "cache": config.data.cache,
+            },
+            seed=config.seed,
+            verbose=callbacks.fit_verbosity(),
+        )
+    except probe_cache.NotCacheable as reason:
+        log.info("Linear probe: the frozen layers run at every step (not cached: %s)", reason)
+        return None
+    log.info(
+        "Linear probe: the frozen layers ran once; the head trains on their features %s",
+        probe.feature_shape,
+    )
+    return probe
 
 
 def check_splits(config: TrainConfig, prepared: PreparedData):
@@ -308,10 +371,11 @@ def check_splits(config: TrainConfig, prepared: PreparedData):
 
 
 def build_fit_callbacks(
-    config: TrainConfig, directory, *, monitor="val_loss", checkpoint_best=None
+    config: TrainConfig, directory, *, monitor="val_loss", checkpoint_best=None, saved_model=None
 ) -> list:
     """The trainer's callbacks from the config's callbacks and schedule sections;
-    `checkpoint_best` overrides the config's (the tuner keeps no best.keras)."""
+    `checkpoint_best` overrides the config's (the tuner keeps no best.keras), `saved_model` is
+    what best.keras holds when fit runs another model (a cached probe's head)."""
     plateau = None
     if config.schedule.name == "plateau":
         plateau = {
@@ -333,6 +397,7 @@ def build_fit_callbacks(
         tensorboard=config.callbacks.tensorboard,
         plateau=plateau,
         ema=config.optimizer.ema,
+        saved_model=saved_model,
     )
 
 
@@ -430,10 +495,8 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(config.seed)
 
-    source = pretrained = None
-    if config.model.init_from:  # every transfer check before the run directory exists
-        imagenet_shape = input_shape_for(config, 3)
-        source = transfer.load_source(config, imagenet_shape)
+    pretrained = None
+    source = transfer_source(config)  # every transfer check before the run directory exists
     prepared = prepare_data(config, source_shape=source.input_shape if source else None)
     check_splits(config, prepared)
     global_batch = hardware.global_batch_size(config.data.batch_size, strategy)
@@ -503,17 +566,24 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
                 if pretrained
                 else ()
             )
-            compile_model(
-                model,
-                phase.config,
-                steps_per_epoch=math.ceil(prepared.num_examples["train"] / global_batch),
-                replicas=replicas,
-                num_classes=prepared.num_classes,
-                scaled_variables=scaled,
-                steps_per_execution=hardware.steps_per_execution(
+            probe = (
+                cached_probe(config, model, prepared, global_batch, strategy)
+                if phase.mode == "linear_probe"
+                else None
+            )
+            fitted = probe.head if probe else model
+            settings = {
+                "steps_per_epoch": math.ceil(prepared.num_examples["train"] / global_batch),
+                "replicas": replicas,
+                "num_classes": prepared.num_classes,
+                "scaled_variables": scaled,
+                "steps_per_execution": hardware.steps_per_execution(
                     config.hardware.steps_per_execution, strategy
                 ),
-            )
+            }
+            compile_model(fitted, phase.config, **settings)
+            if fitted is not model:  # evaluated and saved after the fit, with the head's state
+                compile_model(model, phase.config, **settings, optimizer=fitted.optimizer)
         log.info(
             "%s%s: %s parameters, %s trainable",
             model.name,
@@ -521,13 +591,14 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
             f"{model.count_params():,}",
             f"{transfer.trainable_params(model):,}",
         )
-        model._initial_epoch = None  # BackupAndRestore of an earlier phase leaves it set
-        fit_history = model.fit(
-            pipelines["train"],
-            validation_data=pipelines.get("validation"),
+        fitted._initial_epoch = None  # BackupAndRestore of an earlier phase leaves it set
+        fit_history = fitted.fit(
+            probe.train if probe else pipelines["train"],
+            validation_data=probe.validation if probe else pipelines.get("validation"),
             initial_epoch=phase.first_epoch,
             epochs=phase.first_epoch + phase.config.epochs,
-            callbacks=build_fit_callbacks(config, work_dir) + [throughput, *extra_callbacks],
+            callbacks=build_fit_callbacks(config, work_dir, saved_model=model)
+            + [throughput, *extra_callbacks],
             verbose=callbacks.fit_verbosity(),
             shuffle=False,  # the pipeline shuffles, seeded
         )

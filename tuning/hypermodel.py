@@ -13,7 +13,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from training import hardware, trainer
+from training import hardware, trainer, transfer
 from training.callbacks import fit_verbosity
 from training.config import TrainConfig, deep_update, nested
 
@@ -23,9 +23,12 @@ OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "val_top5_accuracy": "ma
 NOT_METRICS = ("epoch", "learning_rate")
 
 
-def prepare_data(config: TrainConfig) -> trainer.PreparedData:
-    """The trainer's data, without the test split: a search never looks at it."""
-    return trainer.prepare_data(config, include_test=False)
+def prepare_data(config: TrainConfig, source=None) -> trainer.PreparedData:
+    """The trainer's data, without the test split: a search never looks at it. With a
+    transfer `source` (trainer.transfer_source), fitted to its input as the trainer does."""
+    return trainer.prepare_data(
+        config, include_test=False, source_shape=source.input_shape if source else None
+    )
 
 
 def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
@@ -102,7 +105,9 @@ class TrialHyperModel(keras_tuner.HyperModel):
     """One trial = `trial_config` with the trial's values, trained as the trainer trains.
 
     `trial_config` carries the per-trial epochs and patience; `objective` (e.g. val_accuracy) is
-    also what early stopping watches.
+    also what early stopping watches. With a transfer `source` (the search's --init-from) each
+    trial starts from its weights and freezes per the trial's transfer mode, as the trainer
+    does; a linear probe runs its frozen layers at every step (no feature cache in a search).
     """
 
     def __init__(
@@ -113,8 +118,10 @@ class TrialHyperModel(keras_tuner.HyperModel):
         *,
         objective: str,
         strategy,
+        source=None,
     ):
         super().__init__(name=trial_config.model.name)
+        self.source = source
         self.trial_config = trial_config
         self.space = space
         self.data = search_data
@@ -135,20 +142,44 @@ class TrialHyperModel(keras_tuner.HyperModel):
         keras.utils.set_random_seed(config.seed)
         # Set per build: KerasTuner clears the Keras session before each one.
         hardware.apply_precision(config.hardware.precision, config.model.name)
+        pretrained, scaled = None, ()
+        if self.source is not None:
+            pretrained = self.pretrained_backbone(config)
         model = trainer.build_model(
-            config, self.data.input_shape, self.data.num_classes, self.data.mean, self.data.std
+            config,
+            self.data.input_shape,
+            self.data.num_classes,
+            self.data.mean,
+            self.data.std,
+            pretrained=pretrained,
         )
+        if pretrained is not None:
+            scaled = transfer.set_trainable(
+                model, pretrained, transfer.mode_of(config), config.transfer.trainable_from
+            )
         trainer.compile_model(
             model,
             config,
             steps_per_epoch=math.ceil(self.data.num_examples["train"] / self._global_batch(config)),
             replicas=self.strategy.num_replicas_in_sync,
             num_classes=self.data.num_classes,
+            scaled_variables=scaled,
             steps_per_execution=hardware.steps_per_execution(
                 config.hardware.steps_per_execution, self.strategy
             ),
         )
         return model
+
+    def pretrained_backbone(self, config):
+        """The zoo model with the source's weights for `config` (trainer.pretrained_backbone);
+        raises ValueError where the source does not fit it."""
+        return trainer.pretrained_backbone(
+            config,
+            self.data.input_shape,
+            self.data.num_classes,
+            class_names=self.data.class_names,
+            source=self.source,
+        )
 
     def fit(self, hp, model, *, trial_dir, epochs, callbacks=(), initial_epoch=0):
         """Fit as the trainer does, into `trial_dir`; returns the metrics of the best epoch by

@@ -162,6 +162,12 @@ def check_search(config: TrainConfig, settings: SearchSettings, space: dict):
             "a search runs each trial in one process; distribute the search with "
             "--chief/--worker-id instead of hardware.strategy multi_worker."
         )
+    if config.transfer.two_phase:
+        raise ValueError(
+            "transfer.two_phase: a trial trains in one fit; search transfer.mode "
+            "(linear_probe, finetune, partial) and transfer.backbone_lr_multiplier instead, "
+            "then train the best config with --two-phase."
+        )
     base = trial_base_config(config, settings)
     spaces.check_paths(space, base)
     spaces.check_values(space, base)
@@ -282,19 +288,12 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     config = from_dict(fixed)
     space = spaces.resolve_space(config.model.name, space_overrides, fixed)
     check_search(config, settings, space)
-    search_dir = pathlib.Path(settings.output_dir) / _search_name(config, settings)
-    sweep = {
-        "config": config.to_dict(),
-        "search": {**dataclasses.asdict(settings), "name": search_dir.name},
-        "space": space,
-    }
-    _claim_search_dir(search_dir, sweep, settings)
-    _set_distributed_environment(settings)
-
-    from training import hardware
+    from training import hardware, trainer
     from tuning.hypermodel import TrialHyperModel, prepare_data
 
-    search_data = prepare_data(config)
+    # The data and the transfer source are read, and checked, before the search directory.
+    source = trainer.transfer_source(config)
+    search_data = prepare_data(config, source)
     if settings.objective == "val_top5_accuracy" and search_data.num_classes < 5:
         raise ValueError(
             f"val_top5_accuracy needs at least 5 classes; this dataset has "
@@ -307,7 +306,19 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
         search_data,
         objective=settings.objective,
         strategy=strategy,
+        source=source,
     )
+    if source is not None:  # the source fits the model as configured
+        hypermodel.pretrained_backbone(hypermodel.trial_config)
+
+    search_dir = pathlib.Path(settings.output_dir) / _search_name(config, settings)
+    sweep = {
+        "config": config.to_dict(),
+        "search": {**dataclasses.asdict(settings), "name": search_dir.name},
+        "space": space,
+    }
+    _claim_search_dir(search_dir, sweep, settings)
+    _set_distributed_environment(settings)
     tuner = make_tuner(hypermodel, settings, search_dir, seed=config.seed, strategy=strategy)
     log.info(
         "Search %s: %s tuner, %s, %d hyperparameters, objective %s%s",

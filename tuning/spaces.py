@@ -12,8 +12,10 @@ An entry is keyed by the config path it sets (`optimizer.lr`, `data.batch_size`,
                                                 takes one of these values
 
 Every model gets `COMMON_SPACE` plus the knobs of its family (`FAMILY_SPACES`, keyed by the zoo
-module that defines it). A sweep's `space:` section changes that default: an entry with a `type`
-replaces the default entry, one without narrows it (its keys override), and `null` removes it.
+module that defines it); a search from --init-from weights gets `TRANSFER_SPACE` instead of the
+knobs that would change the architecture. A sweep's `space:` section changes that default: an
+entry with a `type` replaces the default entry, one without narrows it (its keys override), and
+`null` removes it.
 A path the sweep fixes in a config section leaves the space: fixed values win.
 """
 
@@ -92,7 +94,35 @@ def family(model_name) -> str:
     return zoo.model_info(model_name).builder.__module__.rsplit(".", 1)[-1]
 
 
-def default_space(model_name) -> dict:
+# A search from --init-from weights: the source fixes the architecture (no family knobs, and
+# no other activation than the one its weights learned with); what it searches instead is how
+# much of the network trains and how fast. (With transfer.mode fixed to partial, the multiplier
+# leaves the space with its condition: a sweep's space entry with a type brings it back.)
+TRANSFER_SPACE = {
+    "transfer.mode": {"type": "choice", "values": ["finetune", "linear_probe"]},
+    "transfer.backbone_lr_multiplier": {
+        "type": "float",
+        "min": 0.01,
+        "max": 1.0,
+        "sampling": "log",
+        "default": 0.1,
+        "when": {"transfer.mode": ["finetune"]},
+    },
+}
+# Paths that change the weights a source must fit.
+ARCHITECTURE_PREFIXES = ("model.options.", "model.normalization", "model.activation")
+
+
+def default_space(model_name, transfer=False) -> dict:
+    """COMMON_SPACE and the family's knobs, or with `transfer` (an --init-from search) the
+    common knobs that leave the architecture alone and TRANSFER_SPACE."""
+    if transfer:
+        common = {
+            path: entry
+            for path, entry in COMMON_SPACE.items()
+            if not path.startswith(ARCHITECTURE_PREFIXES)
+        }
+        return copy.deepcopy({**common, **TRANSFER_SPACE})
     return copy.deepcopy({**COMMON_SPACE, **FAMILY_SPACES.get(family(model_name), {})})
 
 
@@ -100,11 +130,18 @@ def resolve_space(model_name, overrides=None, fixed=None) -> dict:
     """The default space of `model_name`, changed by `overrides` (a sweep's `space:` section)
     and without the paths set in `fixed` (the sweep's config sections, as nested dicts).
 
-    Raises ValueError for an unknown path, a malformed entry or a path both fixed and searched.
+    Raises ValueError for an unknown path, a malformed entry, a path both fixed and searched,
+    or, in a search from --init-from weights, a path that changes the architecture.
     """
-    space = default_space(model_name)
+    transfer = bool(_lookup(fixed or {}, "model.init_from"))
+    space = default_space(model_name, transfer=transfer)
     fixed_paths = set(_leaf_paths(fixed or {}))
     for path, entry in (overrides or {}).items():
+        if transfer and entry is not None and path.startswith(ARCHITECTURE_PREFIXES):
+            raise ValueError(
+                f"space {path}: a search from --init-from weights keeps the source's "
+                f"architecture; fix it in the config sections instead of searching it."
+            )
         if entry is None:
             if path not in space:
                 raise ValueError(

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from training import TrainConfig, data, train, transfer
+from training import TrainConfig, data, train, trainer, transfer
 from training.checks import ConfigError
 
 # ---------------------------------------------------------------------------- the optimizer
@@ -180,6 +180,45 @@ def test_linear_probe_trains_only_the_new_head(tmp_path, source_run, caplog):
     # The head saw the source's input normalization.
     standardize = result.model.get_layer("standardize")
     np.testing.assert_array_equal(standardize.mean, source_run.model.get_layer("standardize").mean)
+
+
+def test_a_cached_probe_trains_the_head_exactly_as_the_whole_model_would(
+    tmp_path, source_run, caplog, monkeypatch
+):
+    config = adapted(
+        tmp_path,
+        source_run,
+        transfer={"mode": "linear_probe"},
+        hardware={"precision": "mixed_bfloat16"},
+    )
+    with caplog.at_level(logging.INFO, logger="training"):
+        cached = train(config.replace({"output": {"run_name": "cached"}}))
+    assert "the frozen layers ran once; the head trains on their features (84,)" in caplog.text
+    monkeypatch.setattr(trainer, "cached_probe", lambda *args, **kwargs: None)
+    live = train(config.replace({"output": {"run_name": "live"}}))
+    for a, b in zip(cached.model.weights, live.model.weights):
+        np.testing.assert_array_equal(a, b, err_msg=a.path)
+    assert cached.history["loss"] == live.history["loss"]
+    assert cached.history["val_loss"] == live.history["val_loss"]
+    assert cached.metrics["test_accuracy"] == live.metrics["test_accuracy"]
+    # best.keras is the whole model, taking pixels, not the head the probe fitted.
+    best = keras.saving.load_model(cached.run_dir / "best.keras")
+    assert best.input_shape == cached.model.input_shape
+    assert int(best.optimizer.iterations) > 0  # with the optimizer state the head trained
+
+
+def test_an_augmented_probe_runs_the_frozen_layers_at_every_step(tmp_path, source_run, caplog):
+    with caplog.at_level(logging.INFO, logger="training"):
+        train(
+            adapted(
+                tmp_path,
+                source_run,
+                epochs=1,
+                transfer={"mode": "linear_probe"},
+                augment={"ops": ["random_crop"]},
+            )
+        )
+    assert "at every step (not cached: the training images are augmented)" in caplog.text
 
 
 def test_partial_freezes_everything_before_the_named_block(tmp_path, source_run):

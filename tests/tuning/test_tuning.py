@@ -14,12 +14,15 @@ import sys
 import time
 
 import keras
+import keras_tuner
+import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
 from tests.conftest import REPO
-from training import train
-from training.config import config_from_args, from_dict
+from training import train, trainer, transfer
+from training.config import config_from_args, deep_update, from_dict
 from training.run import parse_args as training_parse_args
 from tuning import hypermodel, spaces
 from tuning.search import SearchSettings, run_search
@@ -413,6 +416,85 @@ def test_rerunning_a_finished_search_runs_no_trial_and_more_trials_extend_it(sea
     # A different search under the same name is refused, not mixed in.
     with pytest.raises(ValueError, match="different settings \\(space differ\\)"):
         run_search(copy.deepcopy(FIXED), settings(output), {**SPACE, "model.dropout": None})
+
+
+# ---------------------------------------------------------------------------- from a source run
+
+
+@pytest.fixture(scope="module")
+def digits_source(tmp_path_factory):
+    """The FIXED model trained on the digits 0-4."""
+    output = tmp_path_factory.mktemp("source")
+    fixed = copy.deepcopy(FIXED)
+    fixed["model"]["options"]["num_stages"] = 2
+    fixed["data"]["classes"] = [0, 1, 2, 3, 4]
+    fixed["output"] = {"output_dir": str(output), "run_name": "source"}
+    return train(from_dict(fixed))
+
+
+def from_source(source, **options):
+    fixed = copy.deepcopy(FIXED)
+    fixed["model"]["options"].update({"num_stages": 2, **options})
+    fixed["model"]["init_from"] = str(source.run_dir)
+    fixed["data"]["classes"] = [5, 6, 7, 8, 9]
+    return fixed
+
+
+def test_a_search_from_a_source_run_searches_how_it_transfers(tmp_path, digits_source):
+    fixed = from_source(digits_source)
+    space = spaces.resolve_space("stagewise_cnn", {"augment.preset": None}, fixed)
+    assert not [path for path in space if path.startswith(spaces.ARCHITECTURE_PREFIXES)]
+    assert space["transfer.mode"]["values"] == ["finetune", "linear_probe"]
+    assert space["transfer.backbone_lr_multiplier"]["when"] == {"transfer.mode": ["finetune"]}
+    source = trainer.transfer_source(from_dict(fixed))
+    model = hypermodel.TrialHyperModel(
+        from_dict(fixed),
+        space,
+        hypermodel.prepare_data(from_dict(fixed), source),
+        objective="val_accuracy",
+        strategy=tf.distribute.get_strategy(),
+        source=source,
+    )
+    built = {}
+    for mode in ("linear_probe", "finetune"):
+        hp = keras_tuner.HyperParameters()
+        model.declare_hyperparameters(hp)
+        hp.values["transfer.mode"] = mode
+        built[mode] = model.build(hp)
+    dense = built["linear_probe"].get_layer("stagewise_cnn").get_layer("predictions_dense")
+    assert transfer.trainable_params(built["linear_probe"]) == dense.count_params()
+    finetune = built["finetune"]
+    assert all(layer.trainable for layer in finetune.get_layer("stagewise_cnn").layers)
+    assert finetune.optimizer.lr_multiplier == 0.1  # the multiplier's default, the first build
+    source_conv = next(layer for layer in source.model.layers if layer.weights)
+    np.testing.assert_array_equal(
+        finetune.get_layer("stagewise_cnn").get_layer(source_conv.name).get_weights()[0],
+        source_conv.get_weights()[0],
+    )
+    result = run_search(fixed, settings(tmp_path, max_trials=2, epochs=1), {"augment.preset": None})
+    assert [row["status"] for row in result.rows] == ["COMPLETED", "COMPLETED"]
+    assert result.best_config.model.init_from == str(digits_source.run_dir)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"transfer": {"two_phase": True, "probe_epochs": 1}}, "a trial trains in one fit"),
+        ({"model": {"options": {"filters": 4}}}, "does not match stagewise_cnn"),
+        ({"space": {"model.options.filters": {"values": [4, 8]}}}, "keeps the source's"),
+    ],
+)
+def test_a_search_whose_source_does_not_fit_fails_before_its_directory(
+    tmp_path, digits_source, change, message
+):
+    fixed = from_source(digits_source)
+    space = change.pop("space", {})
+    for section, values in change.items():
+        fixed.setdefault(section, {})
+        deep_update(fixed[section], values)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_search(fixed, settings(tmp_path), space)
+    assert not (tmp_path / "digits").exists()
 
 
 # ---------------------------------------------------------------------------- command line
