@@ -7,7 +7,7 @@ before it, `head` the rest, sharing the model's layers and variables. The split 
 when the features part is deterministic in training (frozen BatchNorm runs in inference mode;
 a Dropout there would not be), and the batches must be the ones the pipeline would give, so
 the cache is used only when the training data is not augmented. Otherwise the probe runs
-the whole model each step, as before, and `plan` says why.
+the whole model each step, as before, and the trainer logs why.
 """
 
 import dataclasses

@@ -125,7 +125,12 @@ class ParameterFreeShortcut(keras.layers.Layer):
 
     def call(self, x):
         if self.strides > 1:
-            x = x[:, :: self.strides, :: self.strides, :]
+            # x[:, ::s, ::s, :] as a 1x1 average pool: the same values, and a training step of
+            # resnet20 runs 1.17x faster than with TensorFlow's StridedSlice and its gradient
+            # (benchmarks.profile ranked them at 7% of the step, bfloat16 on a 2-core CPU).
+            x = keras.ops.average_pool(
+                x, 1, strides=self.strides, padding="valid", data_format="channels_last"
+            )
         extra = self.filters - x.shape[-1]
         if extra:
             x = keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra]])

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import zoo
 from zoo.blocks import ParameterFreeShortcut, basic_block, bottleneck_block
@@ -32,6 +33,15 @@ def test_parameter_free_shortcut_subsamples_and_appends_zero_channels():
     assert y.shape == (2, 3, 3, 7)
     np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, :])
     np.testing.assert_array_equal(y[..., 3:], 0.0)
+    # Its gradient reaches the subsampled pixels unchanged and no other.
+    weights = tf.random.uniform(y.shape)
+    with tf.GradientTape() as tape:
+        x = tf.constant(x)
+        tape.watch(x)
+        loss = tf.reduce_sum(ParameterFreeShortcut(7, strides=2)(x) * weights)
+    expected = np.zeros(x.shape, "float32")
+    expected[:, ::2, ::2, :] = weights[..., :3]
+    np.testing.assert_array_equal(tape.gradient(loss, x), expected)
 
 
 def test_parameter_free_shortcut_cannot_drop_channels():
