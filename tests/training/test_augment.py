@@ -218,3 +218,66 @@ def test_op_values_after_a_colon_set_the_first_parameter():
         apply(build(ops=["rotation:0"]), images, labels)[0], images, atol=1e-3
     )
     assert np.abs(apply(build(ops=["rotation:90"]), images, labels)[0] - images).mean() > 20
+
+
+# ---------------------------------------------------------------------------- the colour jitter
+
+
+def factors(count, brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0):
+    return {
+        name: tf.fill((count,), float(value))
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+            ("hue", hue),
+        )
+    }
+
+
+def jittered(images, **values):
+    return np.asarray(augment.jitter_colors(tf.constant(images), **factors(len(images), **values)))
+
+
+def test_the_colour_jitter_is_exact_where_it_has_a_closed_form(signs):
+    images = signs[0][:4]
+    np.testing.assert_allclose(jittered(images), images, atol=2e-3)  # neutral factors
+    # A third of a turn of hue cycles the channels: the new green is the old red.
+    np.testing.assert_allclose(jittered(images, hue=1 / 3), images[..., [2, 0, 1]], atol=2e-3)
+    # Saturation 0: every channel is the luma grey.
+    grey = images @ np.array(augment.LUMA, np.float32)
+    np.testing.assert_allclose(
+        jittered(images, saturation=0.0), np.stack([grey] * 3, -1), atol=2e-3
+    )
+    # Contrast scales about each channel's mean; brightness adds; both clipped to 0..255.
+    flat = np.full((1, 4, 4, 3), 100.0, np.float32)
+    flat[0, 0, 0] = [140.0, 60.0, 100.0]
+    out = jittered(flat, contrast=0.5, brightness=20.0)
+    mean = flat.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(out, np.clip((flat - mean) * 0.5 + mean + 20.0, 0, 255), atol=2e-3)
+    assert jittered(flat, brightness=300.0).max() == 255.0
+
+
+def test_the_colour_jitter_draws_per_image_factors_in_keras_ranges(signs):
+    images = np.repeat(signs[0][:1], 64, axis=0)
+    layer = augment.LinearColorJitter(0.0, 0.0, 0.0, 0.5, seed=1)
+    hue_only = np.asarray(layer(tf.constant(images)))
+    # Hue alone keeps each pixel's channel mean (a rotation about the grey axis; pixels it
+    # pushed out of 0..255 are clipped)...
+    inside = ((hue_only > 0) & (hue_only < 255)).all(-1)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(hue_only.mean(-1)[inside], images.mean(-1)[inside], atol=0.05)
+    # ...and differs from image to image.
+    assert len({round(float(np.abs(out - images[0]).mean()), 3) for out in hue_only}) > 32
+    brightness = augment.LinearColorJitter(0.2, 0.0, 0.0, 0.0, seed=1)
+    shift = (np.asarray(brightness(tf.constant(images))) - images).mean(axis=(1, 2, 3))
+    assert np.abs(shift).max() <= 0.2 * 255 and np.abs(shift).max() > 0.1 * 255
+    config = layer.get_config()
+    assert augment.LinearColorJitter.from_config(config).get_config() == config
+
+
+def test_colour_jitter_factors_outside_their_range_are_refused():
+    with pytest.raises(ValueError, match=r"saturation must be in \[0, 1\), received 1.5"):
+        build(ops=[{"color_jitter": {"saturation": 1.5}}])
+    with pytest.raises(ValueError, match=r"hue must be in \[0, 1\], received -0.1"):
+        build(ops=[{"color_jitter": {"hue": -0.1}}])
