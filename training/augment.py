@@ -17,10 +17,14 @@ VALUE_RANGE = (0, 255)
 FILL = {"fill_mode": "constant", "fill_value": 0.0}
 
 
+def _crop_padding(image_shape, padding):
+    return max(1, round(min(image_shape[:2]) / 8)) if padding is None else padding
+
+
 def _random_crop(image_shape, layer_kwargs, padding=None):
     """Pad-and-crop: a random shift of up to `padding` pixels (default 1/8 of the side)."""
     height, width = image_shape[:2]
-    padding = max(1, round(min(height, width) / 8)) if padding is None else padding
+    padding = _crop_padding(image_shape, padding)
     # keras.layers.RandomCrop crops a whole batch at one location; a nearest-neighbour
     # translation with zero fill shifts each image on its own, as padding then cropping does.
     return keras.layers.RandomTranslation(
@@ -144,6 +148,79 @@ class LinearColorJitter(keras.layers.Layer):
         }
 
 
+def affine_transforms(image_shape, shift_x, shift_y, mirror, angle, zoom_x, zoom_y):
+    """Per image, the 8 projective-transform numbers of keras.ops.image.affine_transform (an
+    output pixel (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2)) that zoom by
+    (zoom_x, zoom_y), rotate by `angle` radians, mirror where `mirror` is -1 (1: not) about the
+    image's centre, then shift by (shift_x, shift_y) pixels; every argument has one entry per
+    image."""
+    height, width = image_shape[:2]
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    cos, sin = keras.ops.cos(angle), keras.ops.sin(angle)
+    a0, a1 = mirror * cos * zoom_x, -mirror * sin * zoom_y
+    b0, b1 = sin * zoom_x, cos * zoom_y
+    a2 = cx + shift_x - a0 * cx - a1 * cy
+    b2 = cy + shift_y - b0 * cx - b1 * cy
+    zeros = keras.ops.zeros_like(a0)
+    return keras.ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="training")
+class RandomAffine(keras.layers.Layer):
+    """Shift (up to `shift` = (x, y) pixels), horizontal flip, rotation (up to +-`degrees`) and
+    zoom (each axis by 1 +- `zoom`) of a batch, as one bilinear affine transform per image
+    with zeros outside, for adjacent geometric ops of a preset (build_augmentation fuses them).
+
+    Keras' RandomTranslation, RandomFlip, RandomRotation and RandomZoom each resample the
+    whole batch: 13 ms of the `standard` preset's 14.6 ms per 128 32x32 images on this
+    project's 2-core CPU, this one 6.1 ms. Sampling once also blurs less than three bilinear
+    resamplings; a fused random_crop shifts by fractions of a pixel too (Keras' alone rounds).
+    """
+
+    def __init__(self, shift=(0.0, 0.0), flip=False, degrees=0.0, zoom=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.shift, self.flip = tuple(float(v) for v in shift), bool(flip)
+        self.degrees, self.zoom, self.seed = float(degrees), float(zoom), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _uniform(self, batch, bound):
+        return keras.random.uniform((batch,), -bound, bound, seed=self.seed_generator)
+
+    def call(self, data, training=True):
+        images = data["images"] if isinstance(data, dict) else data
+        if training:
+            batch = keras.ops.shape(images)[0]
+            mirror = keras.ops.ones((batch,))
+            if self.flip:
+                mirror = keras.ops.sign(self._uniform(batch, 1.0))
+            transforms = affine_transforms(
+                images.shape[1:],
+                shift_x=self._uniform(batch, self.shift[0]),
+                shift_y=self._uniform(batch, self.shift[1]),
+                mirror=mirror,
+                angle=self._uniform(batch, math.radians(self.degrees)),
+                zoom_x=1.0 + self._uniform(batch, self.zoom),
+                zoom_y=1.0 + self._uniform(batch, self.zoom),
+            )
+            images = keras.ops.image.affine_transform(
+                images, transforms, data_format="channels_last", **FILL
+            )
+        return {**data, "images": images} if isinstance(data, dict) else images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "shift": self.shift,
+            "flip": self.flip,
+            "degrees": self.degrees,
+            "zoom": self.zoom,
+            "seed": self.seed,
+        }
+
+
 def _random_erasing(image_shape, layer_kwargs, probability=0.25, scale=(0.02, 0.33)):
     return keras.layers.RandomErasing(
         factor=(probability, probability), scale=scale, value_range=VALUE_RANGE, **layer_kwargs
@@ -254,7 +331,7 @@ def build_augmentation(
 
     layers = [
         _make_op(name, params, image_shape, index, seed + index, mean)
-        for index, (name, params) in enumerate(specs)
+        for index, (name, params) in enumerate(_fuse_geometry(specs, image_shape))
     ]
     pipeline = keras.layers.Pipeline(layers, name="augmentation")
 
@@ -264,6 +341,59 @@ def build_augmentation(
         return keras.ops.clip(batch["images"], *VALUE_RANGE), batch["labels"]
 
     return augment
+
+
+# Geometric ops that, adjacent in a list, fuse into one RandomAffine: each kind once, one shift.
+AFFINE_OPS = {
+    "random_crop": "shift",
+    "translation": "shift",
+    "flip": "flip",
+    "rotation": "degrees",
+    "zoom": "zoom",
+}
+
+
+def _affine_range(name, params, image_shape):
+    """RandomAffine's setting for one geometric op, with the op's own defaults."""
+    params = {**_user_defaults(name), **params}
+    height, width = image_shape[:2]
+    if name == "random_crop":
+        padding = _crop_padding(image_shape, params["padding"])
+        return {"shift": (padding, padding)}
+    if name == "translation":
+        return {"shift": (params["fraction"] * width, params["fraction"] * height)}
+    if name == "flip":
+        return {"flip": True}
+    if name == "rotation":
+        return {"degrees": params["degrees"]}
+    return {"zoom": params["factor"]}
+
+
+def _fuse_geometry(specs, image_shape):
+    """`specs` with each run of two or more adjacent geometric ops (AFFINE_OPS, no setting
+    twice) replaced by one ("affine", RandomAffine's settings) spec."""
+    fused, run = [], []
+
+    def close_run():
+        if len(run) > 1:
+            settings = {}
+            for name, params in run:
+                settings.update(_affine_range(name, params, image_shape))
+            fused.append(("affine", settings))
+        else:
+            fused.extend(run)
+        run.clear()
+
+    for name, params in specs:
+        setting = AFFINE_OPS.get(name)
+        if setting is None or setting in {AFFINE_OPS[n] for n, _ in run}:
+            close_run()
+        if setting is None:
+            fused.append((name, params))
+        else:
+            run.append((name, params))
+    close_run()
+    return fused
 
 
 def _parse_op(op):
@@ -308,10 +438,17 @@ def _user_parameters(name):
     return [p.name for p in parameters if p.kind != p.KEYWORD_ONLY]
 
 
+def _user_defaults(name):
+    parameters = inspect.signature(OPS[name]).parameters
+    return {p: parameters[p].default for p in _user_parameters(name)}
+
+
 def _make_op(name, params, image_shape, index, seed, mean):
-    builder = OPS[name]
     # float32 whatever the global dtype policy: mixed precision is for the model, not the data.
     layer_kwargs = {"seed": seed, "name": f"augment_{index}_{name}", "dtype": "float32"}
+    if name == "affine":
+        return RandomAffine(**params, **layer_kwargs)
+    builder = OPS[name]
     if "mean" in inspect.signature(builder).parameters:
         if mean is None:
             raise ValueError(f"augmentation op {name!r} needs the training images' mean")

@@ -281,3 +281,65 @@ def test_colour_jitter_factors_outside_their_range_are_refused():
         build(ops=[{"color_jitter": {"saturation": 1.5}}])
     with pytest.raises(ValueError, match=r"hue must be in \[0, 1\], received -0.1"):
         build(ops=[{"color_jitter": {"hue": -0.1}}])
+
+
+# ---------------------------------------------------------------------------- fused geometry
+
+
+def transformed(images, **values):
+    count = len(images)
+    neutral = {"shift_x": 0, "shift_y": 0, "mirror": 1, "angle": 0, "zoom_x": 1, "zoom_y": 1}
+    arguments = {k: tf.fill((count,), float(v)) for k, v in {**neutral, **values}.items()}
+    transforms = augment.affine_transforms(images.shape[1:], **arguments)
+    out = keras.ops.image.affine_transform(
+        tf.constant(images), transforms, data_format="channels_last", **augment.FILL
+    )
+    return np.asarray(out)
+
+
+def test_the_affine_transform_is_exact_where_it_has_a_closed_form(signs):
+    images = signs[0][:3]
+    np.testing.assert_array_equal(transformed(images), images)
+    np.testing.assert_array_equal(transformed(images, mirror=-1), images[:, :, ::-1])
+    shifted = np.zeros_like(images)
+    shifted[:, :, :-2] = images[:, :, 2:]  # the output samples the input 2 pixels right; zeros
+    np.testing.assert_array_equal(transformed(images, shift_x=2), shifted)
+    quarter = transformed(images, angle=np.pi / 2)
+    turns = [np.abs(quarter - np.rot90(images, k, axes=(1, 2))).max() for k in (1, 3)]
+    assert min(turns) < 0.01
+    # Zoomed out by 2 about the centre (4, 4) of a 9x9 image: every other pixel, zeros around.
+    nine = images[:, :9, :9]
+    zoomed = transformed(nine, zoom_x=2, zoom_y=2)
+    np.testing.assert_array_equal(zoomed[:, 2:7, 2:7], nine[:, ::2, ::2])
+    assert not zoomed[:, :2].any() and not zoomed[:, :, 7:].any()
+
+
+def layer_names(augmentation):
+    pipeline = augmentation.__closure__[0].cell_contents
+    return [layer.name for layer in pipeline._pipeline_layers]
+
+
+def test_adjacent_geometric_ops_fuse_into_one_transform_with_their_settings():
+    standard = build("standard")
+    assert layer_names(standard) == ["augment_0_affine", "augment_1_color_jitter"]
+    affine = standard.__closure__[0].cell_contents._pipeline_layers[0]
+    assert (affine.shift, affine.flip, affine.degrees, affine.zoom) == ((6, 6), True, 10, 0.1)
+    # One shift per transform; a lone geometric op stays Keras' layer.
+    assert layer_names(build(ops=["random_crop", "translation", "flip"])) == [
+        "augment_0_random_crop",
+        "augment_1_affine",
+    ]
+    assert layer_names(build(ops=["rotation", "cutout", "zoom"])) == [
+        "augment_0_rotation",
+        "augment_1_cutout",
+        "augment_2_zoom",
+    ]
+
+
+def test_a_flip_only_transform_mirrors_about_half_the_images(signs):
+    images = np.repeat(signs[0][:1], 64, axis=0)
+    out = np.asarray(augment.RandomAffine(flip=True, seed=0)(tf.constant(images)))
+    mirrored = [np.array_equal(o, images[0][:, ::-1]) for o in out]
+    unchanged = [np.array_equal(o, images[0]) for o in out]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 16 < sum(mirrored) < 48
