@@ -90,8 +90,34 @@ def jitter_colors(images, brightness, contrast, saturation, hue):
     return keras.ops.clip(out, *VALUE_RANGE)
 
 
+class _RandomBatchLayer(keras.layers.Layer):
+    """A random op on a batch of images, alone or in the {"images", "labels"} dicts that
+    keras.layers.Pipeline passes; subclasses give `augment(images)`, run in training only."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _uniform(self, batch, low, high):
+        """One draw per image from U(low, high)."""
+        return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
+
+    def call(self, data, training=True):
+        images = data["images"] if isinstance(data, dict) else data
+        if training:
+            images = self.augment(images)
+        return {**data, "images": images} if isinstance(data, dict) else images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="training")
-class LinearColorJitter(keras.layers.Layer):
+class LinearColorJitter(_RandomBatchLayer):
     """Brightness, contrast, saturation and hue jitter of RGB batches in 0..255, with the factors
     of keras.layers.RandomColorJitter: brightness adds up to +-brightness of the range,
     contrast scales about each channel's mean by 1 +- contrast, saturation by f / (1 - f) for f
@@ -106,7 +132,7 @@ class LinearColorJitter(keras.layers.Layer):
     """
 
     def __init__(self, brightness, contrast, saturation, hue, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         for name, value in (("brightness", brightness), ("contrast", contrast), ("hue", hue)):
             if not 0 <= value <= 1:
                 raise ValueError(f"color_jitter {name} must be in [0, 1], received {value}")
@@ -114,28 +140,17 @@ class LinearColorJitter(keras.layers.Layer):
             raise ValueError(f"color_jitter saturation must be in [0, 1), received {saturation}")
         self.brightness, self.contrast = brightness, contrast
         self.saturation, self.hue = saturation, hue
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def _uniform(self, batch, low, high):
-        return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
-
-    def call(self, data, training=True):
-        images = data["images"] if isinstance(data, dict) else data
-        if training:
-            batch = keras.ops.shape(images)[0]
-            f = self._uniform(batch, 0.5 - self.saturation / 2, 0.5 + self.saturation / 2)
-            images = jitter_colors(
-                images,
-                brightness=self._uniform(batch, -self.brightness, self.brightness) * 255.0,
-                contrast=self._uniform(batch, 1 - self.contrast, 1 + self.contrast),
-                saturation=f / (1.0 - f),
-                hue=self._uniform(batch, -self.hue / 2, self.hue / 2),
-            )
-        return {**data, "images": images} if isinstance(data, dict) else images
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def augment(self, images):
+        batch = keras.ops.shape(images)[0]
+        f = self._uniform(batch, 0.5 - self.saturation / 2, 0.5 + self.saturation / 2)
+        return jitter_colors(
+            images,
+            brightness=self._uniform(batch, -self.brightness, self.brightness) * 255.0,
+            contrast=self._uniform(batch, 1 - self.contrast, 1 + self.contrast),
+            saturation=f / (1.0 - f),
+            hue=self._uniform(batch, -self.hue / 2, self.hue / 2),
+        )
 
     def get_config(self):
         return {
@@ -144,7 +159,6 @@ class LinearColorJitter(keras.layers.Layer):
             "contrast": self.contrast,
             "saturation": self.saturation,
             "hue": self.hue,
-            "seed": self.seed,
         }
 
 
@@ -166,7 +180,7 @@ def affine_transforms(image_shape, shift_x, shift_y, mirror, angle, zoom_x, zoom
 
 
 @keras.saving.register_keras_serializable(package="training")
-class RandomAffine(keras.layers.Layer):
+class RandomAffine(_RandomBatchLayer):
     """Shift (up to `shift` = (x, y) pixels), horizontal flip, rotation (up to +-`degrees`) and
     zoom (each axis by 1 +- `zoom`) of a batch, as one bilinear affine transform per image
     with zeros outside, for adjacent geometric ops of a preset (build_augmentation fuses them).
@@ -178,37 +192,28 @@ class RandomAffine(keras.layers.Layer):
     """
 
     def __init__(self, shift=(0.0, 0.0), flip=False, degrees=0.0, zoom=0.0, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         self.shift, self.flip = tuple(float(v) for v in shift), bool(flip)
-        self.degrees, self.zoom, self.seed = float(degrees), float(zoom), seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.degrees, self.zoom = float(degrees), float(zoom)
 
-    def _uniform(self, batch, bound):
-        return keras.random.uniform((batch,), -bound, bound, seed=self.seed_generator)
+    def augment(self, images):
+        batch = keras.ops.shape(images)[0]
 
-    def call(self, data, training=True):
-        images = data["images"] if isinstance(data, dict) else data
-        if training:
-            batch = keras.ops.shape(images)[0]
-            mirror = keras.ops.ones((batch,))
-            if self.flip:
-                mirror = keras.ops.sign(self._uniform(batch, 1.0))
-            transforms = affine_transforms(
-                images.shape[1:],
-                shift_x=self._uniform(batch, self.shift[0]),
-                shift_y=self._uniform(batch, self.shift[1]),
-                mirror=mirror,
-                angle=self._uniform(batch, math.radians(self.degrees)),
-                zoom_x=1.0 + self._uniform(batch, self.zoom),
-                zoom_y=1.0 + self._uniform(batch, self.zoom),
-            )
-            images = keras.ops.image.affine_transform(
-                images, transforms, data_format="channels_last", **FILL
-            )
-        return {**data, "images": images} if isinstance(data, dict) else images
+        def symmetric(bound):
+            return self._uniform(batch, -bound, bound)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        transforms = affine_transforms(
+            images.shape[1:],
+            shift_x=symmetric(self.shift[0]),
+            shift_y=symmetric(self.shift[1]),
+            mirror=keras.ops.sign(symmetric(1.0)) if self.flip else keras.ops.ones((batch,)),
+            angle=symmetric(math.radians(self.degrees)),
+            zoom_x=1.0 + symmetric(self.zoom),
+            zoom_y=1.0 + symmetric(self.zoom),
+        )
+        return keras.ops.image.affine_transform(
+            images, transforms, data_format="channels_last", **FILL
+        )
 
     def get_config(self):
         return {
@@ -217,7 +222,6 @@ class RandomAffine(keras.layers.Layer):
             "flip": self.flip,
             "degrees": self.degrees,
             "zoom": self.zoom,
-            "seed": self.seed,
         }
 
 

@@ -63,10 +63,7 @@ def split_at_head(model: keras.Model) -> tuple:
         raise NotCacheable("no layer trains")
     if isinstance(first, keras.Model) and first.layers:
         inner_features, inner_head = split_at_head(first)
-        outer_in = _call_inputs(first)
-        before = keras.Model(model.input, outer_in) if outer_in is not model.input else None
-        features_out = inner_features(before.output if before else model.input)
-        features = keras.Model(model.input, features_out)
+        features = keras.Model(model.input, inner_features(_call_inputs(first)))
         _check_deterministic(features)
         head_in = keras.Input(shape=inner_head.input.shape[1:], dtype=inner_head.input.dtype)
         x = inner_head(head_in)
