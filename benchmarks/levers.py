@@ -7,7 +7,8 @@ per-round ratio lever / default.
 
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow reads once
-per process (oneDNN, thread pools): each round starts one process per setting, in turn.
+per process (oneDNN, thread pools, grappler's bfloat16 rewrite for oneDNN): each round starts
+one process per setting, in turn.
 Writes benchmarks/results/<machine>-<date>-levers.json.
 """
 
@@ -30,12 +31,18 @@ IN_PROCESS = {
     "batch 256": {"batch": 256},
     "batch 32": {"batch": 32},
 }
-# name: (environment, tf.config.threading (intra, inter) or None)
+# name: the environment, tf.config.threading's (intra, inter), grappler options, precision.
 PER_PROCESS = {
-    "default": ({}, None),
-    "TF_ENABLE_ONEDNN_OPTS=0": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, None),
-    "threads intra 2, inter 1": ({}, (2, 1)),
-    "threads intra 1, inter 1": ({}, (1, 1)),
+    "default": {},
+    "TF_ENABLE_ONEDNN_OPTS=0": {"environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    "threads intra 2, inter 1": {"threads": (2, 1)},
+    "threads intra 1, inter 1": {"threads": (1, 1)},
+    # TensorFlow's graph rewrite to bfloat16 for oneDNN, instead of Keras' mixed policy: the
+    # model stays float32 and grappler picks the ops that run in bfloat16.
+    "grappler onednn bfloat16": {
+        "grappler": {"auto_mixed_precision_onednn_bfloat16": True},
+        "precision": "float32",
+    },
 }
 MEASUREMENTS = ("train/memory", "train/pipeline")
 
@@ -59,25 +66,27 @@ def in_process(model, rounds, seconds):
 
 def single(model, seconds, lever):
     """In a process of its own: one per-process lever, measured once, printed as JSON."""
-    _, threads = PER_PROCESS[lever]  # the environment was set by per_process
-    if threads:
-        import tensorflow as tf
+    setting = PER_PROCESS[lever]  # the environment was set by per_process
+    import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
-        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
-    case = build_case(model, seconds)
+    if "threads" in setting:
+        tf.config.threading.set_intra_op_parallelism_threads(setting["threads"][0])
+        tf.config.threading.set_inter_op_parallelism_threads(setting["threads"][1])
+    if "grappler" in setting:
+        tf.config.optimizer.set_experimental_options(setting["grappler"])
+    case = build_case(model, seconds, precision=setting.get("precision"))
     print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
 
 
 def per_process(model, rounds, seconds):
     figures = {(name, m): [] for name in PER_PROCESS for m in MEASUREMENTS}
     for index in range(rounds):
-        for name, (environment, _) in PER_PROCESS.items():
+        for name, setting in PER_PROCESS.items():
             command = [sys.executable, "-m", "benchmarks.levers", "--model", model]
             command += ["--seconds", str(seconds), "--single", name]
             output = subprocess.run(
                 command,
-                env={**os.environ, **environment},
+                env={**os.environ, **setting.get("environment", {})},
                 capture_output=True,
                 text=True,
                 check=True,
