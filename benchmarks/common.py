@@ -14,6 +14,8 @@ import pathlib
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -89,6 +91,23 @@ def run_rounds(cases, rounds, measure):
             figures[case].append(measure(case))
         print(f"round {index + 1}/{rounds} done", flush=True)
     return figures
+
+
+def run_training(arguments, output_dir, run_name, *, cwd=None, quiet=False):
+    """`python -m training.run ARGUMENTS` into output_dir/run_name as a process of its own (in
+    `cwd`, default this one's): (its metrics.json, the command's seconds). `quiet` keeps the
+    run's output and shows the end of its errors only if it fails."""
+    command = [sys.executable, "-m", "training.run", *arguments]
+    command += ["--output-dir", str(output_dir), "--run-name", run_name]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=quiet, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        tail = "\n".join((done.stderr or "").splitlines()[-15:])
+        where = f" in {cwd}" if cwd else ""
+        raise RuntimeError(f"{' '.join(command)} failed{where}:\n{tail}".rstrip())
+    metrics = json.loads((pathlib.Path(output_dir) / run_name / "metrics.json").read_text())
+    return metrics, seconds
 
 
 def median(values):

@@ -13,11 +13,7 @@ benchmarks/results/<machine>-<date>-time_to_accuracy.json.
 import argparse
 import csv
 import dataclasses
-import json
 import pathlib
-import subprocess
-import sys
-import time
 
 from benchmarks import common
 
@@ -65,21 +61,6 @@ TASKS = {
 }
 
 
-def command(name):
-    task = TASKS[name]
-    return [
-        sys.executable,
-        "-m",
-        "training.run",
-        *task.arguments,
-        "--output-dir",
-        str(OUTPUT_DIR),
-        "--run-name",
-        name,
-        "--overwrite",
-    ]
-
-
 def first_epoch_at(history_path, target):
     """(epoch, training seconds) of the first epoch whose val_accuracy reached `target`."""
     if target is None:
@@ -93,17 +74,13 @@ def first_epoch_at(history_path, target):
 
 def run_task(name):
     task = TASKS[name]
-    argv = command(name)
     # As a user types it from the project's root.
     shown = "python -m training.run " + " ".join(task.arguments).replace(
         str(SHARED), "../shared/datasets"
     )
     print(f"\n{name}: {shown}", flush=True)
-    started = time.perf_counter()
-    subprocess.run(argv, check=True)
-    seconds = time.perf_counter() - started
+    metrics, seconds = common.run_training([*task.arguments, "--overwrite"], OUTPUT_DIR, name)
     run_dir = OUTPUT_DIR / name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     epoch, epoch_seconds = first_epoch_at(run_dir / "history.csv", task.target)
     accuracy = metrics["test_accuracy"]
     reached = accuracy >= task.target if task.target else seconds <= task.budget_seconds

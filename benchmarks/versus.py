@@ -13,12 +13,9 @@ round, then the median. Writes benchmarks/results/<machine>-<date>-versus.json.
 """
 
 import argparse
-import json
 import pathlib
 import subprocess
-import sys
 import tempfile
-import time
 
 from benchmarks import common
 
@@ -34,16 +31,8 @@ JOBS = {
 
 
 def run_job(checkout, arguments, output_dir, name):
-    """One `python -m training.run` in `checkout`: its metrics.json and the command's seconds."""
-    command = [sys.executable, "-m", "training.run", *arguments]
-    command += ["--output-dir", str(output_dir), "--run-name", name]
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(command)} failed in {checkout}:\n{tail}")
-    metrics = json.loads((output_dir / name / "metrics.json").read_text())
+    """One `python -m training.run` in `checkout`: the figures compared from its metrics.json."""
+    metrics, seconds = common.run_training(arguments, output_dir, name, cwd=checkout, quiet=True)
     return {
         "train_images_per_second": metrics["train_images_per_second"],
         "test_accuracy": metrics["test_accuracy"],
@@ -78,14 +67,14 @@ def compare(baseline, jobs, rounds, work_dir):
         )
 
 
+def column(runs, key):
+    return [run[key] for run in runs]
+
+
 def summarize(figures, jobs):
     rows, results = [], {}
     for job in jobs:
         old, new = figures[(job, "baseline")], figures[(job, "current")]
-
-        def column(runs, key):
-            return [run[key] for run in runs]
-
         speed_old = column(old, "train_images_per_second")
         speed_new = column(new, "train_images_per_second")
         seconds_old, seconds_new = column(old, "command_seconds"), column(new, "command_seconds")

@@ -125,10 +125,9 @@ class LinearColorJitter(_RandomBatchLayer):
 
     Keras' layer converts every pixel to HSV and back for saturation and hue: 12-17 of the
     `standard` preset's 25-29 ms per 128 32x32 images on this project's 2-core CPU, this one
-    2.6 ms. Here
-    saturation is a blend with the luma grey (as torchvision's adjust_saturation) and hue a
-    rotation about the grey axis, both linear in RGB, so the four compose into one affine map
-    per image (jitter_colors).
+    2.6 ms. Here saturation is a blend with the luma grey (as torchvision's adjust_saturation)
+    and hue a rotation about the grey axis, both linear in RGB, so the four compose into one
+    affine map per image (jitter_colors).
     """
 
     def __init__(self, brightness, contrast, saturation, hue, seed=None, **kwargs):
