@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import benchmarks
+
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 # The CPU flags that decide which kernels run: AVX2 and AVX-512 float32, native bfloat16.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
@@ -56,9 +58,18 @@ def machine_facts() -> dict:
 
 
 def machine_name(facts) -> str:
-    """A file-name slug: the CPU model and the cores (host names of containers are random)."""
+    """A file-name slug: the CPU model, the cores and the widest vector arithmetic (host names of
+    containers are random, and one CPU model name, "AMD EPYC", covers AVX2-only and AVX512-BF16
+    machines here)."""
     slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
-    return f"{slug}-{facts['cores']}cores"
+    flags = facts["flags"]
+    if flags.get("avx512_bf16") or flags.get("amx_bf16"):
+        vector = "bf16"
+    elif flags.get("avx512f"):
+        vector = "avx512"
+    else:
+        vector = "avx2" if flags.get("avx2") else "novector"
+    return f"{slug}-{facts['cores']}cores-{vector}"
 
 
 def write_results(benchmark, facts, results) -> pathlib.Path:
@@ -100,7 +111,9 @@ def run_training(arguments, output_dir, run_name, *, cwd=None, quiet=False):
     command = [sys.executable, "-m", "training.run", *arguments]
     command += ["--output-dir", str(output_dir), "--run-name", run_name]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=quiet, text=True)
+    done = subprocess.run(
+        command, cwd=cwd, env=benchmarks.LAUNCH_ENVIRONMENT, capture_output=quiet, text=True
+    )
     seconds = time.perf_counter() - started
     if done.returncode:
         tail = "\n".join((done.stderr or "").splitlines()[-15:])

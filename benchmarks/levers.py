@@ -7,7 +7,7 @@ per-round ratio lever / default.
 
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow reads once
-per process (oneDNN, thread pools, grappler's bfloat16 rewrite for oneDNN): each round starts
+per process (oneDNN, thread pools, precision onednn_bfloat16, grappler's rewrite): each round starts
 one process per setting, in turn.
 Writes benchmarks/results/<machine>-<date>-levers.json.
 """
@@ -31,18 +31,14 @@ IN_PROCESS = {
     "batch 256": {"batch": 256},
     "batch 32": {"batch": 32},
 }
-# name: the environment, tf.config.threading's (intra, inter), grappler options, precision.
+# name: the environment, tf.config.threading's (intra, inter), precision.
 PER_PROCESS = {
     "default": {},
     "TF_ENABLE_ONEDNN_OPTS=0": {"environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
     "threads intra 2, inter 1": {"threads": (2, 1)},
     "threads intra 1, inter 1": {"threads": (1, 1)},
-    # TensorFlow's graph rewrite to bfloat16 for oneDNN, instead of Keras' mixed policy: the
-    # model stays float32 and grappler picks the ops that run in bfloat16.
-    "grappler onednn bfloat16": {
-        "grappler": {"auto_mixed_precision_onednn_bfloat16": True},
-        "precision": "float32",
-    },
+    # Per process: grappler's rewrite applies to every graph the process optimizes.
+    "precision onednn_bfloat16": {"precision": "onednn_bfloat16"},
 }
 MEASUREMENTS = ("train/memory", "train/pipeline")
 
@@ -72,16 +68,26 @@ def single(model, seconds, lever):
     if "threads" in setting:
         tf.config.threading.set_intra_op_parallelism_threads(setting["threads"][0])
         tf.config.threading.set_inter_op_parallelism_threads(setting["threads"][1])
-    if "grappler" in setting:
-        tf.config.optimizer.set_experimental_options(setting["grappler"])
     case = build_case(model, seconds, precision=setting.get("precision"))
     print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
 
 
-def per_process(model, rounds, seconds):
-    figures = {(name, m): [] for name in PER_PROCESS for m in MEASUREMENTS}
+def process_levers():
+    """PER_PROCESS without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
+    from training import hardware
+
+    bfloat16 = hardware.cpu_supports_bf16() and not hardware.gpu_compute_capabilities()
+    return {
+        name: setting
+        for name, setting in PER_PROCESS.items()
+        if bfloat16 or setting.get("precision") != "onednn_bfloat16"
+    }
+
+
+def per_process(model, rounds, seconds, levers):
+    figures = {(name, m): [] for name in levers for m in MEASUREMENTS}
     for index in range(rounds):
-        for name, setting in PER_PROCESS.items():
+        for name, setting in levers.items():
             command = [sys.executable, "-m", "benchmarks.levers", "--model", model]
             command += ["--seconds", str(seconds), "--single", name]
             output = subprocess.run(
@@ -132,8 +138,9 @@ def main(argv=None):
     results["in_process"], text = table(figures, IN_PROCESS)
     tables = [f"{args.model}, in one process (images/s, medians of {args.rounds} rounds)\n\n{text}"]
     if args.process_levers:
-        figures = per_process(args.model, args.rounds, args.seconds)
-        results["per_process"], text = table(figures, PER_PROCESS)
+        levers = process_levers()
+        figures = per_process(args.model, args.rounds, args.seconds, levers)
+        results["per_process"], text = table(figures, levers)
         tables.append(f"{args.model}, one process per setting and round\n\n{text}")
     path = common.write_results("levers", facts, results)
     print(f"\n{common.facts_line(facts)}\n")

@@ -6,6 +6,10 @@ import pathlib
 
 import pytest
 
+# Before any test module imports TensorFlow: the suite runs with the kernels the trainer uses
+# (training.onednn).
+import training  # noqa: E402, F401
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
@@ -20,11 +24,14 @@ def shared_datasets():
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
-    """Each test starts from a clean Keras session and the float32 policy."""
+    """Each test starts from a clean Keras session, the float32 policy and no grappler
+    bfloat16 rewrite."""
     import keras
 
+    from training import hardware
+
     yield
-    keras.config.set_dtype_policy("float32")
+    hardware.apply_precision("float32")
     keras.backend.clear_session()
 
 

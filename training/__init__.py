@@ -1,6 +1,10 @@
 """The trainer: `train(TrainConfig(...))`, or `python -m training.run` on the command line."""
 
-from training.config import TrainConfig
+from training import onednn
+
+onednn.enable_on_x86()  # before any module of the package imports TensorFlow
+
+from training.config import TrainConfig  # noqa: E402
 
 
 def train(config, **kwargs):

@@ -233,7 +233,8 @@ class HardwareConfig:
     precision: str = option(
         "auto",
         "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on CPUs with fast bf16 "
-        "(float32 for the MobileNets there), else float32",
+        "(float32 for the MobileNets there), else float32; onednn_bfloat16: a float32 model "
+        "whose graphs TensorFlow rewrites to bfloat16 for oneDNN (CPUs with fast bf16 only)",
         choices="training.hardware.PRECISIONS",
     )
     strategy: str = option(

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from training import checks
 
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "onednn_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LR_SCALING_RULES = (None, "linear")
 
@@ -29,6 +29,11 @@ TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
 CPU_BFLOAT16_SLOWER = frozenset({"mobilenet", "mobilenet_v2"})
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# Precision onednn_bfloat16: the model stays float32 and TensorFlow's grappler rewrites every
+# graph it optimizes so that oneDNN runs the ops on its bfloat16 list (convolutions, matmuls,
+# their gradients, ...) in bfloat16, with the casts placed per graph rather than per layer as
+# Keras' mixed_bfloat16 policy places them.
+GRAPPLER_BFLOAT16 = "auto_mixed_precision_onednn_bfloat16"
 
 
 def gpu_compute_capabilities() -> list:
@@ -65,6 +70,8 @@ def resolve_precision(mode="auto", model_name=None) -> str:
     otherwise.
     """
     checks.one_of("precision", mode, PRECISIONS)
+    if mode == "onednn_bfloat16":
+        check_onednn_bfloat16()
     if mode != "auto":
         return mode
     capabilities = gpu_compute_capabilities()
@@ -77,15 +84,34 @@ def resolve_precision(mode="auto", model_name=None) -> str:
     return "mixed_bfloat16"
 
 
+def check_onednn_bfloat16():
+    """Refuse precision onednn_bfloat16 where it cannot speed anything up: it rewrites the ops
+    oneDNN runs on the CPU, in bfloat16, which only a CPU with native bfloat16 does fast."""
+    checks.require(
+        not gpu_compute_capabilities() and cpu_supports_bf16(),
+        "precision 'onednn_bfloat16' is for training on a CPU with native bfloat16 "
+        f"({' or '.join(sorted(BF16_CPU_FLAGS))} in /proc/cpuinfo) and no GPU; this machine "
+        "has a GPU or lacks those flags. Use precision auto, float32 or mixed_bfloat16.",
+    )
+
+
+def keras_policy(precision) -> str:
+    """The Keras dtype policy of a resolved precision: onednn_bfloat16 builds float32 models."""
+    return "float32" if precision == "onednn_bfloat16" else precision
+
+
 def apply_precision(policy="auto", model_name=None) -> str:
-    """Set the global Keras dtype policy (resolving `auto`) and return its name.
+    """Set the global Keras dtype policy and grappler's bfloat16 rewrite (resolving `auto`) and
+    return the precision's name.
 
     Under mixed_float16, Keras 3's `compile` wraps the optimizer in a LossScaleOptimizer by
     itself (auto_scale_loss=True) when the model was built under this policy, so build the model
-    after this call. bfloat16 has float32's exponent range and needs no loss scaling.
+    after this call. bfloat16 has float32's exponent range and needs no loss scaling. The
+    rewrite applies to functions traced after this call, in this process.
     """
     name = resolve_precision(policy, model_name)
-    keras.config.set_dtype_policy(name)
+    keras.config.set_dtype_policy(keras_policy(name))
+    tf.config.optimizer.set_experimental_options({GRAPPLER_BFLOAT16: name == "onednn_bfloat16"})
     return name
 
 
@@ -210,6 +236,8 @@ def worker_dir(run_dir, strategy) -> pathlib.Path:
 
 def check_config(config):
     checks.one_of("precision", config.hardware.precision, PRECISIONS)
+    if config.hardware.precision == "onednn_bfloat16":
+        check_onednn_bfloat16()
     checks.one_of("strategy", config.hardware.strategy, STRATEGIES)
     checks.in_range(
         "hardware.steps_per_execution", config.hardware.steps_per_execution, 1, integer=True

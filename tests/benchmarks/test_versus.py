@@ -1,8 +1,13 @@
+import os
+import pathlib
+import platform
 import subprocess
+import sys
 
 import pytest
 
 from benchmarks import versus
+from training import onednn
 
 
 def test_summary_gives_per_round_ratios_and_median_accuracies():
@@ -51,3 +56,24 @@ def test_a_failing_run_reports_the_command_and_its_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)--model no_such_model.*no_such_model"):
         versus.run_job(versus.ROOT, ("--model", "no_such_model"), tmp_path, "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_runs_start_from_the_environment_as_launched_not_the_trainers_defaults():
+    # An older commit must run as it shipped: without the oneDNN default this one's training
+    # package puts into the benchmark's own environment.
+    show = (
+        "import os, benchmarks; "
+        "print(benchmarks.LAUNCH_ENVIRONMENT.get('TF_ENABLE_ONEDNN_OPTS'), "
+        "os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    shown = subprocess.run(
+        [sys.executable, "-c", show],
+        cwd=pathlib.Path(__file__).resolve().parents[2],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown[0] == "None"
+    assert shown[1] == ("1" if platform.machine().lower() in onednn.X86_MACHINES else "None")

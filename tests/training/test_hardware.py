@@ -148,6 +148,55 @@ def test_mixed_bfloat16_trains_with_float32_outputs_and_no_loss_scaling():
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
+def grappler_bfloat16_is_on():
+    return tf.config.optimizer.get_experimental_options().get(hardware.GRAPPLER_BFLOAT16, False)
+
+
+@pytest.mark.parametrize(
+    "capabilities, cpu_bf16", [([], False), ([(8, 0)], True), ([(8, 0)], False)]
+)
+def test_onednn_bfloat16_is_refused_off_a_bfloat16_cpu(monkeypatch, capabilities, cpu_bf16):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: capabilities)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: cpu_bf16)
+    for call in (hardware.resolve_precision, hardware.apply_precision):
+        with pytest.raises(ValueError, match="native bfloat16.*Use precision auto"):
+            call("onednn_bfloat16")
+    assert not grappler_bfloat16_is_on()
+
+
+def test_onednn_bfloat16_builds_float32_models_and_turns_the_rewrite_on_and_off(monkeypatch):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    assert hardware.apply_precision("onednn_bfloat16") == "onednn_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    assert grappler_bfloat16_is_on()
+    assert hardware.apply_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert not grappler_bfloat16_is_on()
+
+
+@pytest.mark.skipif(not hardware.cpu_supports_bf16(), reason="this CPU has no native bfloat16")
+def test_onednn_bfloat16_rewrites_the_graph_to_bfloat16():
+    """The float32 model's traced functions compute in bfloat16: same weights, outputs that
+    differ from float32's by bfloat16's rounding (8 bits of mantissa), not more."""
+    images = np.random.default_rng(0).uniform(size=(16, 32, 32, 1)).astype("float32")
+    model = zoo.create(
+        "lenet5", input_shape=(32, 32, 1), num_classes=10, classifier_activation=None
+    )
+    weights = model.get_weights()
+    float32 = model.predict(images, verbose=0)
+
+    hardware.apply_precision("onednn_bfloat16")
+    rewritten = zoo.create(
+        "lenet5", input_shape=(32, 32, 1), num_classes=10, classifier_activation=None
+    )
+    rewritten.set_weights(weights)
+    assert rewritten.get_layer("predictions_dense").compute_dtype == "float32"
+    outputs = rewritten.predict(images, verbose=0)
+    assert outputs.dtype == np.float32
+    difference = np.abs(outputs - float32).max() / np.abs(float32).max()
+    assert 1e-4 < difference < 5e-2
+
+
 def test_one_device_and_auto_without_gpus_are_the_default_strategy():
     for mode in ("one_device", "auto"):
         strategy = hardware.resolve_strategy(mode)
