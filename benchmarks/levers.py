@@ -6,9 +6,9 @@ per-round ratio lever / default.
         [--process-levers]
 
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
-steps_per_execution, batch size. With --process-levers, also the settings TensorFlow reads once
-per process (oneDNN, thread pools, precision onednn_bfloat16, grappler's rewrite): each round starts
-one process per setting, in turn.
+steps_per_execution, batch size. With --process-levers, also the settings TensorFlow applies to
+the whole process (oneDNN, thread pools, precision onednn_bfloat16's graph rewrite, on CPUs with
+bfloat16 only): each round starts one process per setting, in turn.
 Writes benchmarks/results/<machine>-<date>-levers.json.
 """
 
