@@ -61,14 +61,18 @@ def machine_name(facts) -> str:
     """A file-name slug: the CPU model, the cores and the widest vector arithmetic (host names of
     containers are random, and one CPU model name, "AMD EPYC", covers AVX2-only and AVX512-BF16
     machines here)."""
+    from training.hardware import BF16_CPU_FLAGS
+
     slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
     flags = facts["flags"]
-    if flags.get("avx512_bf16") or flags.get("amx_bf16"):
+    if any(flags.get(flag) for flag in BF16_CPU_FLAGS):
         vector = "bf16"
     elif flags.get("avx512f"):
         vector = "avx512"
+    elif flags.get("avx2"):
+        vector = "avx2"
     else:
-        vector = "avx2" if flags.get("avx2") else "novector"
+        vector = "novector"
     return f"{slug}-{facts['cores']}cores-{vector}"
 
 

@@ -76,7 +76,7 @@ def process_levers():
     """PER_PROCESS without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
     from training import hardware
 
-    bfloat16 = hardware.cpu_supports_bf16() and not hardware.gpu_compute_capabilities()
+    bfloat16 = hardware.onednn_bfloat16_available()
     return {
         name: setting
         for name, setting in PER_PROCESS.items()

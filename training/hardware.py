@@ -84,11 +84,16 @@ def resolve_precision(mode="auto", model_name=None) -> str:
     return "mixed_bfloat16"
 
 
+def onednn_bfloat16_available() -> bool:
+    """Whether precision onednn_bfloat16 can speed anything up here: it rewrites the ops oneDNN
+    runs on the CPU, in bfloat16, which only a CPU with native bfloat16 does fast."""
+    return not gpu_compute_capabilities() and cpu_supports_bf16()
+
+
 def check_onednn_bfloat16():
-    """Refuse precision onednn_bfloat16 where it cannot speed anything up: it rewrites the ops
-    oneDNN runs on the CPU, in bfloat16, which only a CPU with native bfloat16 does fast."""
+    """Refuse precision onednn_bfloat16 where onednn_bfloat16_available() says it is no use."""
     checks.require(
-        not gpu_compute_capabilities() and cpu_supports_bf16(),
+        onednn_bfloat16_available(),
         "precision 'onednn_bfloat16' is for training on a CPU with native bfloat16 "
         f"({' or '.join(sorted(BF16_CPU_FLAGS))} in /proc/cpuinfo) and no GPU; this machine "
         "has a GPU or lacks those flags. Use precision auto, float32 or mixed_bfloat16.",
