@@ -14,6 +14,7 @@ as the tests run them.
 """
 
 import argparse
+import importlib
 import json
 import os
 import pathlib
@@ -25,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# Before TensorFlow loads: importing `training` turns oneDNN on (training/onednn.py).
+importlib.import_module("training")
 
 import keras
 import numpy as np

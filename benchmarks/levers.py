@@ -3,12 +3,14 @@ A/B against the trainer's defaults, in alternating rounds, as median images/s an
 per-round ratio lever / default.
 
     python -m benchmarks.levers [--model resnet20] [--rounds 3] [--seconds 3]
-        [--process-levers]
+        [--process-levers] [--levers float32,batch 256,...]
 
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow applies to
 the whole process (oneDNN, thread pools, precision onednn_bfloat16's graph rewrite, on CPUs with
-bfloat16 only): each round starts one process per setting, in turn.
+bfloat16 only): each round starts one process per setting, in turn. --levers measures only the
+named ones (and the default): jit_compile alone can take minutes a round on a CPU where XLA's
+convolutions are slow.
 Writes benchmarks/results/<machine>-<date>-levers.json.
 """
 
@@ -35,8 +37,8 @@ IN_PROCESS = {
 PER_PROCESS = {
     "default": {},
     "TF_ENABLE_ONEDNN_OPTS=0": {"environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
-    "threads intra 2, inter 1": {"threads": (2, 1)},
-    "threads intra 1, inter 1": {"threads": (1, 1)},
+    "threads intra=2 inter=1": {"threads": (2, 1)},
+    "threads intra=1 inter=1": {"threads": (1, 1)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
     "precision onednn_bfloat16": {"precision": "onednn_bfloat16"},
 }
@@ -51,9 +53,9 @@ def build_case(model, seconds, precision=None, **kwargs):
     return throughput.Case(model, precision, seconds, measurements=MEASUREMENTS, **kwargs)
 
 
-def in_process(model, rounds, seconds):
+def in_process(model, rounds, seconds, levers):
     cases = {}
-    for name, kwargs in IN_PROCESS.items():
+    for name, kwargs in levers.items():
         print(f"building and warming up {name}", flush=True)
         cases[name] = build_case(model, seconds, **kwargs)
     keys = [(name, m) for name in cases for m in MEASUREMENTS]
@@ -72,16 +74,35 @@ def single(model, seconds, lever):
     print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
 
 
-def process_levers():
-    """PER_PROCESS without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
+def process_levers(levers=PER_PROCESS):
+    """`levers` without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
     from training import hardware
 
     bfloat16 = hardware.onednn_bfloat16_available()
     return {
         name: setting
-        for name, setting in PER_PROCESS.items()
+        for name, setting in levers.items()
         if bfloat16 or setting.get("precision") != "onednn_bfloat16"
     }
+
+
+def selected(levers, names):
+    """The default and the levers named in `names` (all of them when None), in their order."""
+    if names is None:
+        return dict(levers)
+    return {name: s for name, s in levers.items() if name == "default" or name in names}
+
+
+def parse_levers(text):
+    """--levers' comma-separated names, each one of IN_PROCESS's or PER_PROCESS's."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {*IN_PROCESS, *PER_PROCESS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown lever(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
+        )
+    return set(names)
 
 
 def per_process(model, rounds, seconds, levers):
@@ -126,6 +147,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--process-levers", action="store_true")
+    parser.add_argument("--levers", type=parse_levers, help="comma-separated lever names")
     parser.add_argument("--single", choices=PER_PROCESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.single:
@@ -134,11 +156,12 @@ def main(argv=None):
     facts = common.machine_facts()
     print(common.facts_line(facts), flush=True)
     results = {"model": args.model, "rounds": args.rounds, "seconds": args.seconds}
-    figures = in_process(args.model, args.rounds, args.seconds)
-    results["in_process"], text = table(figures, IN_PROCESS)
+    levers = selected(IN_PROCESS, args.levers)
+    figures = in_process(args.model, args.rounds, args.seconds, levers)
+    results["in_process"], text = table(figures, levers)
     tables = [f"{args.model}, in one process (images/s, medians of {args.rounds} rounds)\n\n{text}"]
     if args.process_levers:
-        levers = process_levers()
+        levers = process_levers(selected(PER_PROCESS, args.levers))
         figures = per_process(args.model, args.rounds, args.seconds, levers)
         results["per_process"], text = table(figures, levers)
         tables.append(f"{args.model}, one process per setting and round\n\n{text}")

@@ -15,6 +15,7 @@ printed last. Both share the same CPU cores.
 
 import argparse
 import dataclasses
+import importlib
 import os
 import pathlib
 import statistics
@@ -25,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# Before TensorFlow loads: importing `training` turns oneDNN on (training/onednn.py).
+importlib.import_module("training")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

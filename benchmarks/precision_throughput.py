@@ -9,6 +9,7 @@ AVX512-BF16 (training.hardware.resolve_precision).
 """
 
 import argparse
+import importlib
 import os
 import pathlib
 import statistics
@@ -19,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# Before TensorFlow loads: importing `training` turns oneDNN on (training/onednn.py).
+importlib.import_module("training")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

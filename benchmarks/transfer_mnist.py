@@ -17,6 +17,7 @@ scans all 60,000 for every subset).
 """
 
 import argparse
+import importlib
 import os
 import pathlib
 import sys
@@ -25,6 +26,8 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# Before TensorFlow loads: importing `training` turns oneDNN on (training/onednn.py).
+importlib.import_module("training")
 
 MNIST_FILES = REPO.parent / "shared" / "datasets" / "mnist"
 SIGN_LANGUAGE = REPO.parent / "shared" / "datasets" / "sign_language_digits"

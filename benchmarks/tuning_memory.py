@@ -8,6 +8,7 @@ build; without that, every trial's graphs and weights would pile up.
 """
 
 import argparse
+import importlib
 import os
 import pathlib
 import sys
@@ -15,6 +16,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# Before TensorFlow loads: importing `training` turns oneDNN on (training/onednn.py).
+importlib.import_module("training")
 
 
 def rss_mib():

@@ -1,0 +1,29 @@
+"""benchmarks.levers' --levers: which levers a run measures, and a clear error for a bad name."""
+
+import argparse
+
+import pytest
+
+from benchmarks import levers
+
+
+def test_named_levers_are_measured_with_the_default_in_their_own_order():
+    names = levers.parse_levers("batch 256, threads intra=1 inter=1,steps_per_execution=1")
+    assert list(levers.selected(levers.IN_PROCESS, names)) == [
+        "default",
+        "steps_per_execution=1",
+        "batch 256",
+    ]
+    assert list(levers.selected(levers.PER_PROCESS, names)) == [
+        "default",
+        "threads intra=1 inter=1",
+    ]
+
+
+def test_without_levers_every_lever_is_measured():
+    assert levers.selected(levers.IN_PROCESS, None) == levers.IN_PROCESS
+
+
+def test_an_unknown_lever_names_the_known_ones():
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown lever.*'batch 64'.*batch 256"):
+        levers.parse_levers("batch 256,batch 64")
