@@ -74,7 +74,7 @@ def single(model, seconds, lever):
     print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
 
 
-def process_levers(levers=PER_PROCESS):
+def process_levers(levers):
     """`levers` without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
     from training import hardware
 
