@@ -42,18 +42,8 @@ def sample(hp: keras_tuner.HyperParameters, space: dict) -> dict:
         kind, default = entry["type"], entry.get("default")
         if kind == "float" and entry.get("sampling") == "log_one_minus":
             value = _sample_one_minus(hp, path, entry, condition)
-        elif kind == "float":
-            value = hp.Float(
-                path,
-                entry["min"],
-                entry["max"],
-                step=entry.get("step"),
-                sampling=entry.get("sampling", "linear"),
-                default=default,
-                **condition,
-            )
-        elif kind == "int":
-            value = hp.Int(
+        elif kind in ("float", "int"):
+            value = (hp.Float if kind == "float" else hp.Int)(
                 path,
                 entry["min"],
                 entry["max"],

@@ -203,44 +203,30 @@ def check_learns(exam):
     significant = min(chance + SIGMAS * luck, halfway)
     measured = f"{accuracy:.1%} on {total} images after {run.steps} steps"
     expected = f">= {halfway:.0%} (chance {chance:.0%})"
+
+    def result(verdict, advice=""):
+        return [Result("learns", "validation accuracy", measured, expected, verdict, advice)]
+
     if run.first_nonfinite is not None:
-        return [
-            Result(
-                "learns",
-                "validation accuracy",
-                measured,
-                expected,
-                "fail",
-                f"the loss became NaN/Inf at step {run.first_nonfinite}: lower the "
-                f"learning rate (see lr_range)",
-            )
-        ]
-    if accuracy >= halfway:
-        return [Result("learns", "validation accuracy", measured, expected, "pass")]
-    if accuracy >= significant:
-        return [
-            Result(
-                "learns",
-                "validation accuracy",
-                measured,
-                expected,
-                "warn",
-                "learning, but slowly: try the learning rate lr_range suggests, or "
-                "check augmentation strength",
-            )
-        ]
-    memorized = exam.findings.get("overfit_small_reached") is not None
-    return [
-        Result(
-            "learns",
-            "validation accuracy",
-            measured,
-            expected,
+        return result(
             "fail",
-            "the small sample was memorized but validation stays at chance: suspect the "
-            "labels (shuffled, or not matching the images)"
-            if memorized
-            else "validation stays at chance: check the labels, the learning rate "
-            "(lr_range) and the model",
+            f"the loss became NaN/Inf at step {run.first_nonfinite}: lower the "
+            f"learning rate (see lr_range)",
         )
-    ]
+    if accuracy >= halfway:
+        return result("pass")
+    if accuracy >= significant:
+        return result(
+            "warn",
+            "learning, but slowly: try the learning rate lr_range suggests, or "
+            "check augmentation strength",
+        )
+    memorized = exam.findings.get("overfit_small_reached") is not None
+    return result(
+        "fail",
+        "the small sample was memorized but validation stays at chance: suspect the "
+        "labels (shuffled, or not matching the images)"
+        if memorized
+        else "validation stays at chance: check the labels, the learning rate "
+        "(lr_range) and the model",
+    )
