@@ -53,7 +53,7 @@ TASKS = {
             "--augment-ops",
             "random_crop,rotation,zoom",
             "--epochs",
-            "40",
+            "25",
         ),
         "Sign Language Digits, the best in 10 minutes",
         budget_seconds=600.0,
