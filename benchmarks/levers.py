@@ -37,6 +37,10 @@ IN_PROCESS = {
 PER_PROCESS = {
     "default": {},
     "TF_ENABLE_ONEDNN_OPTS=0": {"environment": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    # oneDNN's parallel loops also run on their calling thread (Intel's tuning scripts set it).
+    "TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD=1": {
+        "environment": {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}
+    },
     "threads intra=2 inter=1": {"threads": (2, 1)},
     "threads intra=1 inter=1": {"threads": (1, 1)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
