@@ -8,10 +8,9 @@ per-round ratio lever / default.
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow applies to
 the whole process (oneDNN on or off, its thread pool using the calling thread, thread pools,
-precision onednn_bfloat16's graph rewrite, on CPUs with
-bfloat16 only): each round starts one process per setting, in turn. --levers measures only the
-named ones (and the default): jit_compile alone can take minutes a round on a CPU where XLA's
-convolutions are slow.
+precision onednn_bfloat16's graph rewrite, on CPUs with bfloat16 only): each round starts one
+process per setting, in turn. --levers measures only the named ones (and the default):
+jit_compile alone can take minutes a round on a CPU where XLA's convolutions are slow.
 Writes benchmarks/results/<machine>-<date>-levers.json.
 """
 
