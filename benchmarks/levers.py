@@ -43,6 +43,8 @@ PER_PROCESS = {
     },
     "threads intra=2 inter=1": {"threads": (2, 1)},
     "threads intra=1 inter=1": {"threads": (1, 1)},
+    # One core for the step's ops, the rest free for tf.data's threads (0: TensorFlow's default).
+    "threads intra=1": {"threads": (1, 0)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
     "precision onednn_bfloat16": {"precision": "onednn_bfloat16"},
 }
