@@ -261,7 +261,10 @@ def make_tuner(hypermodel, settings: SearchSettings, search_dir: pathlib.Path, *
     kwargs = dict(
         hypermodel=hypermodel,
         objective=objective,
-        seed=seed,
+        # KerasTuner takes a falsy seed as "none" and draws one from Python's global `random`
+        # (Oracle.__init__: `seed or random.randint(...)`), so our default seed 0 sampled
+        # different trials from run to run: shift every seed by one to keep it set.
+        seed=seed + 1,
         directory=str(search_dir.parent),
         project_name=search_dir.name,
         overwrite=False,  # _claim_search_dir decides, on the chief only
