@@ -1,13 +1,15 @@
 """Wall-clock time to a good model on real data, with the exact commands a user would type.
 
     python -m benchmarks.time_to_accuracy [--tasks lenet5-mnist,best-mnist,signs-10min]
+        [--precision onednn_bfloat16]
 
 Each task is one `python -m training.run` command on ../shared/datasets, run as its own
 process and timed end to end (data preparation, tracing, every epoch, evaluation, export). The
 table gives its test accuracy, the whole command's seconds, and from the run's history.csv the
 first epoch whose validation accuracy reached the target, with the training seconds it took.
-Runs land in saved_models/time_to_accuracy/. Writes
-benchmarks/results/<machine>-<date>-time_to_accuracy.json.
+--precision adds `--precision NAME` to every command (the trainer's `auto` otherwise), to check
+a precision's accuracy before `auto` picks it. Runs land in saved_models/time_to_accuracy/.
+Writes benchmarks/results/<machine>-<date>-time_to_accuracy[-<precision>].json.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import dataclasses
 import pathlib
 
 from benchmarks import common
+from training import checks, hardware
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
 OUTPUT_DIR = pathlib.Path("saved_models") / "time_to_accuracy"
@@ -72,14 +75,15 @@ def first_epoch_at(history_path, target):
     return None, None
 
 
-def run_task(name):
+def run_task(name, precision=None):
     task = TASKS[name]
+    arguments = (*task.arguments, *(("--precision", precision) if precision else ()))
     # As a user types it from the project's root.
-    shown = "python -m training.run " + " ".join(task.arguments).replace(
+    shown = "python -m training.run " + " ".join(arguments).replace(
         str(SHARED), "../shared/datasets"
     )
     print(f"\n{name}: {shown}", flush=True)
-    metrics, seconds = common.run_training([*task.arguments, "--overwrite"], OUTPUT_DIR, name)
+    metrics, seconds = common.run_training([*arguments, "--overwrite"], OUTPUT_DIR, name)
     run_dir = OUTPUT_DIR / name
     epoch, epoch_seconds = first_epoch_at(run_dir / "history.csv", task.target)
     accuracy = metrics["test_accuracy"]
@@ -104,6 +108,11 @@ def run_task(name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
+    parser.add_argument(
+        "--precision",
+        choices=hardware.PRECISIONS,
+        help="added to every command (default: none, the trainer's auto)",
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     unknown = sorted(set(names) - set(TASKS))
@@ -111,10 +120,15 @@ def main(argv=None):
         parser.error(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     if not (SHARED / "mnist").is_dir():
         parser.error(f"the shared datasets are not at {SHARED} (see ../shared/datasets/README.md)")
+    if args.precision:
+        try:  # before any long run: this machine may refuse the precision (onednn_bfloat16)
+            hardware.resolve_precision(args.precision)
+        except checks.ConfigError as error:
+            parser.error(str(error))
 
     facts = common.machine_facts()
     print(common.facts_line(facts), flush=True)
-    results = [run_task(name) for name in names]
+    results = [run_task(name, args.precision) for name in names]
     rows = [
         [
             r["task"],
@@ -140,7 +154,8 @@ def main(argv=None):
         "training seconds",
         "val target at epoch",
     ]
-    path = common.write_results("time_to_accuracy", facts, results)
+    suffix = f"-{args.precision}" if args.precision else ""
+    path = common.write_results(f"time_to_accuracy{suffix}", facts, results)
     print(f"\n{common.facts_line(facts)}\n")
     print(common.markdown_table(header, rows))
     print(f"\nwrote {path}")

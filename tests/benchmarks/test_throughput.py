@@ -1,0 +1,32 @@
+"""benchmarks.throughput.Case measures each precision as the trainer runs it: onednn_bfloat16's
+graph rewrite is on while its model's functions run, whatever cases were built before."""
+
+import pytest
+import tensorflow as tf
+
+from benchmarks import throughput
+from training import hardware
+
+
+def graph_rewrite_is_on():
+    return tf.config.optimizer.get_experimental_options().get(hardware.GRAPPLER_BFLOAT16, False)
+
+
+@pytest.mark.skipif(not hardware.cpu_supports_bf16(), reason="this CPU has no native bfloat16")
+def test_onednn_bfloat16_case_runs_with_the_rewrite_on_and_float32_with_it_off():
+    kwargs = dict(measurements=("infer/memory",), augmentation="none")
+    rewritten = throughput.Case("lenet5", "onednn_bfloat16", 0.05, **kwargs)
+    plain = throughput.Case("lenet5", "float32", 0.05, **kwargs)
+    network = rewritten.model.get_layer("lenet5")
+    assert network.get_layer("predictions_dense").compute_dtype == "float32"
+    assert not graph_rewrite_is_on()  # the last case built, float32, turned it off
+    assert rewritten.measure("infer/memory") > 0
+    assert graph_rewrite_is_on()
+    assert plain.measure("infer/memory") > 0
+    assert not graph_rewrite_is_on()
+
+
+def test_set_graph_rewrite_follows_the_precision():
+    for precision, on in [("onednn_bfloat16", True), ("mixed_bfloat16", False), ("float32", False)]:
+        hardware.set_graph_rewrite(precision)
+        assert graph_rewrite_is_on() == on
