@@ -668,6 +668,8 @@ def check_builder_arguments(model_name, arguments):
 
 
 def check_config(config):
+    # keras.utils.set_random_seed seeds NumPy too, which takes only [0, 2**32 - 1].
+    checks.in_range("seed", config.seed, 0, 2**32 - 1, high_open=False, integer=True)
     model = config.model
     checks.one_of("model", model.name, zoo.list_models())
     info = zoo.model_info(model.name)

@@ -98,6 +98,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ({"optimizer": {"lr": -0.1}}, r"optimizer.lr must be > 0, got -0.1"),
         ({"data": {"batch_size": 0}}, r"data.batch_size must be an integer >= 1, got 0"),
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 4294967295\], got -1"),
         ({"model": {"name": "resnet21"}}, r"Unknown model 'resnet21'.*Valid: .*resnet20"),
         (
             {"model": {"name": "resnet20"}, "data": {"image_size": 3}},
@@ -219,13 +220,13 @@ BAD_FLAGS = [
     (["--min-delta", "-0.01"], "callbacks.min_delta"),
     (["--precision", "fp8"], "precision 'fp8'"),
     (["--steps-per-execution", "0"], "hardware.steps_per_execution"),
+    (["--seed", "-1"], "seed must be an integer in"),
     (["--strategy", "parameter_server"], "strategy 'parameter_server'"),
     (["--strategy", "multi_worker"], "multi_worker needs an explicit run_name"),
     (["--run-name", "../escape"], "output.run_name '../escape'"),
 ]
 # Flags with no valid names or range to leave.
 UNCHECKED_FLAGS = {
-    "--seed",
     "--dataset",
     "--data-dir",
     "--manual-dir",
