@@ -124,9 +124,8 @@ def set_graph_rewrite(precision):
     """Turn grappler's bfloat16 rewrite on for a resolved precision onednn_bfloat16, off for
     the others. Process-wide, and read when a traced function first runs (not when the model
     is built): keep it on until a model's functions have run once."""
-    wanted = precision == "onednn_bfloat16"
-    if tf.config.optimizer.get_experimental_options().get(GRAPPLER_BFLOAT16, False) != wanted:
-        tf.config.optimizer.set_experimental_options({GRAPPLER_BFLOAT16: wanted})
+    rewrite = precision == "onednn_bfloat16"
+    tf.config.optimizer.set_experimental_options({GRAPPLER_BFLOAT16: rewrite})
 
 
 def _local_devices(device_type):
