@@ -198,7 +198,9 @@ class KerasCase:
     def __init__(self, name, precision, seconds):
         self.precision = precision
         augmentation = TrainConfig().augment.preset
-        self.case = throughput.Case(name, precision, seconds, augmentation=augmentation)
+        self.case = throughput.Case(
+            name, precision, seconds, measurements=throughput.FED, augmentation=augmentation
+        )
         self.name = f"{name} keras {precision}"
 
     def measure(self, measurement):
@@ -237,7 +239,7 @@ def main(argv=None):
         print(f"building and warming up {name}", flush=True)
         keras_case = KerasCase(name, hardware.resolve_precision("auto", name), args.seconds)
         precisions[name] = keras_case.precision
-        measured += [(keras_case, m) for m in throughput.MEASUREMENTS]
+        measured += [(keras_case, m) for m in throughput.FED]
         for setting in torch_settings():
             case = TorchCase(name, setting, args.seconds)
             measured += [(case, "train"), (case, "infer")]

@@ -75,7 +75,7 @@ def profile(case: Case, measurement, logdir) -> int:
         case.measure(measurement)
     finally:
         tf.profiler.experimental.stop()
-    return case.steps[measurement]
+    return case.steps(measurement)
 
 
 COLUMNS = ("where", "op", "ms_per_step", "share", "per_step")

@@ -1,6 +1,7 @@
 """Images per second of the trainer's own models, per model and precision: a training step and
 inference, fed from tensors in memory and through the trainer's tf.data pipeline (the
-`standard` augmentation for training). The gap between the two is the pipeline's cost.
+`standard` augmentation for training), and the exported SavedModel's `serving_default` (what
+TF Serving runs) on uint8 images. The gap between memory and pipeline is the pipeline's cost.
 
     python -m benchmarks.throughput [--models lenet5,resnet20] [--precisions float32]
         [--rounds 3] [--seconds 3]
@@ -14,6 +15,7 @@ benchmarks/results/<machine>-<date>-throughput.json.
 import argparse
 import contextlib
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import common
-from training import augment, data, hardware, trainer
+from training import augment, data, export, hardware, trainer
 from training.config import TrainConfig
 
 # name: (input shape, batch): the models' usual inputs; resnet50 at 224x224 with a small batch.
@@ -34,7 +36,10 @@ MODELS = {
     "resnet50": ((224, 224, 3), 16),
 }
 NUM_CLASSES = 10
-MEASUREMENTS = ("train/memory", "train/pipeline", "infer/memory", "infer/pipeline")
+# The model fed by fit and predict, from memory and through the pipeline; then served.
+FED = ("train/memory", "train/pipeline", "infer/memory", "infer/pipeline")
+SERVED = "infer/saved_model"
+MEASUREMENTS = (*FED, SERVED)
 # Batches left out at the start of each measurement: iterator start-up, prefetch filling.
 SKIP = 2
 
@@ -146,21 +151,50 @@ class Case:
                 num_classes=NUM_CLASSES,
                 steps_per_execution=config.hardware.steps_per_execution,
             )
+        if SERVED in measurements:
+            self.raw_images = images[: self.batch]
+            self.serve = self.exported_signature()
         # Only the Keras policy goes back: grappler's rewrite (onednn_bfloat16) must stay on
         # until fit and predict have run their functions, which measure() sees to.
         keras.config.set_dtype_policy("float32")
-        # Warm-up (tracing), then as many steps as fill `seconds`.
-        self.steps = {}
+        # Warm-up (tracing), then as many marks as fill `seconds`.
+        self.marks = {}
         for measurement in measurements:
-            self.steps[measurement] = (SKIP + 4) * self.steps_per_mark
+            self.marks[measurement] = SKIP + 4
             rate = self.measure(measurement)
-            marks = SKIP + max(4, int(seconds * rate / self.batch / self.steps_per_mark))
-            self.steps[measurement] = marks * self.steps_per_mark
+            per_mark = self.images_per_mark(measurement)
+            self.marks[measurement] = SKIP + max(4, int(seconds * rate / per_mark))
+
+    def exported_signature(self):
+        """The model exported as the trainer exports it, loaded back: its serving_default."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "saved_model")
+            class_names = [str(i) for i in range(NUM_CLASSES)]
+            export.export_saved_model(self.model, path, class_names=class_names, fit="resize")
+            # Loading reads the variables into memory: the directory may go.
+            return tf.saved_model.load(path).signatures["serving_default"]
+
+    def images_per_mark(self, measurement):
+        """fit and predict call back once per execution of steps_per_execution steps; the
+        SavedModel is timed per call."""
+        return self.batch * (1 if measurement == SERVED else self.steps_per_mark)
+
+    def steps(self, measurement):
+        """The batches one measure(measurement) runs."""
+        return self.marks[measurement] * self.images_per_mark(measurement) // self.batch
 
     def measure(self, measurement):
         hardware.set_graph_rewrite(self.precision)
+        marks = self.marks[measurement]
+        if measurement == SERVED:
+            clock = common.StepTimes()
+            for _ in range(marks):
+                # .numpy() waits for the result, as a server must before it answers.
+                self.serve(image=self.raw_images)["class_id"].numpy()
+                clock.mark()
+            return clock.images_per_second(self.batch, SKIP)
         clock = BatchClock()
-        steps = self.steps[measurement]
+        steps = self.steps(measurement)
         dataset = self.inputs[measurement]
         if measurement.startswith("train"):
             history = self.model.fit(
@@ -170,7 +204,7 @@ class Case:
                 raise RuntimeError(f"{self.name} diverged while being measured")
         else:
             self.model.predict(dataset, steps=steps, callbacks=[clock], verbose=0)
-        return clock.times.images_per_second(self.batch * self.steps_per_mark, SKIP)
+        return clock.times.images_per_second(self.images_per_mark(measurement), SKIP)
 
 
 def summarize(cases, figures):
@@ -180,6 +214,7 @@ def summarize(cases, figures):
         medians = {m: common.median(f[m]) for m in MEASUREMENTS}
         train_ratio = common.median_ratio(f["train/pipeline"], f["train/memory"])
         infer_ratio = common.median_ratio(f["infer/pipeline"], f["infer/memory"])
+        served_ratio = common.median_ratio(f[SERVED], f["infer/memory"])
         results.append(
             {
                 "model": case.model_name,
@@ -190,6 +225,7 @@ def summarize(cases, figures):
                 "median": medians,
                 "train_pipeline_over_memory": train_ratio,
                 "infer_pipeline_over_memory": infer_ratio,
+                "saved_model_over_memory": served_ratio,
             }
         )
         rows.append(
@@ -204,6 +240,8 @@ def summarize(cases, figures):
                 f"{medians['infer/memory']:,.0f}",
                 f"{medians['infer/pipeline']:,.0f}",
                 f"{infer_ratio:.2f}",
+                f"{medians[SERVED]:,.0f}",
+                f"{served_ratio:.2f}",
             ]
         )
     header = [
@@ -217,6 +255,8 @@ def summarize(cases, figures):
         "infer, memory",
         "infer, pipeline",
         "pipeline / memory",
+        "served, SavedModel",
+        "SavedModel / memory",
     ]
     return results, common.markdown_table(header, rows)
 
@@ -240,7 +280,7 @@ def main(argv=None):
     models = parse_list(args.models, MODELS, "model")
     precisions = parse_list(args.precisions or ",".join(available), available, "precision")
     if not hardware.gpu_compute_capabilities():
-        print("No GPU: mixed_float16 and the exported SavedModel on a GPU are skipped.")
+        print("No GPU: mixed_float16 and the SavedModel on a GPU are skipped.")
 
     facts = common.machine_facts()
     print(common.facts_line(facts), flush=True)

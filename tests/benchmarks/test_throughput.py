@@ -1,6 +1,8 @@
 """benchmarks.throughput.Case measures each precision as the trainer runs it: onednn_bfloat16's
-graph rewrite is on while its model's functions run, whatever cases were built before."""
+graph rewrite is on while its model's functions run, whatever cases were built before; and the
+served measurement times the model as the trainer exports it."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -30,3 +32,18 @@ def test_set_graph_rewrite_follows_the_precision():
     for precision, on in [("onednn_bfloat16", True), ("mixed_bfloat16", False), ("float32", False)]:
         hardware.set_graph_rewrite(precision)
         assert graph_rewrite_is_on() == on
+
+
+def test_the_served_measurement_times_the_exported_model_on_uint8_images():
+    case = throughput.Case(
+        "lenet5", "float32", 0.05, measurements=(throughput.SERVED,), augmentation="none"
+    )
+    assert case.raw_images.dtype == np.uint8
+    assert case.raw_images.shape == (case.batch, 32, 32, 1)
+    served = case.serve(image=case.raw_images)
+    expected = case.model.predict(case.raw_images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(served["class_id"].numpy(), expected.argmax(axis=-1))
+    # Timed per call: one batch a mark.
+    assert case.steps(throughput.SERVED) == case.marks[throughput.SERVED]
+    assert case.measure(throughput.SERVED) > 0
