@@ -198,7 +198,12 @@ class Case:
         dataset = self.inputs[measurement]
         if measurement.startswith("train"):
             history = self.model.fit(
-                dataset, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0
+                dataset,
+                steps_per_epoch=steps,
+                epochs=1,
+                callbacks=[clock],
+                shuffle=False,  # as the trainer: a dataset is not shuffled by fit
+                verbose=0,
             )
             if not np.isfinite(history.history["loss"][-1]):
                 raise RuntimeError(f"{self.name} diverged while being measured")
