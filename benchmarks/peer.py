@@ -5,12 +5,14 @@ builds and compiles them: training and inference images/s, in alternating rounds
     python -m benchmarks.peer [--models lenet5,resnet20] [--rounds 5] [--seconds 3]
 
 PyTorch runs each model in several settings (float32; channels_last; channels_last with
-bfloat16 autocast where the CPU has bfloat16) and the table compares Keras with the fastest of
-them, round by round. Keras runs at the trainer's defaults (`--precision auto`) at the batch of
-benchmarks.throughput.MODELS (128), fed from tensors in memory as PyTorch is, and also through
-the trainer's tf.data pipeline with its default augmentation (none). Both sides are the zoo's
-architectures exactly (the parameter counts are checked): LeNet-5 with its partial C3 table and
-trainable subsampling, the CIFAR ResNet-20 with option-A shortcuts.
+bfloat16 autocast where the CPU has bfloat16; the last of these under `torch.compile`, PyTorch
+2's own speed path: inductor's generated C++ around oneDNN's convolutions, left out with a
+message where it does not work, as without a C++ compiler) and the table compares Keras with
+the fastest of them, round by round. Keras runs at the trainer's defaults (`--precision auto`)
+at the batch of benchmarks.throughput.MODELS (128), fed from tensors in memory as PyTorch is,
+and also through the trainer's tf.data pipeline with its default augmentation (none). Both
+sides are the zoo's architectures exactly (the parameter counts are checked): LeNet-5 with its
+partial C3 table and trainable subsampling, the CIFAR ResNet-20 with option-A shortcuts.
 Writes benchmarks/results/<machine>-<date>-peer.json.
 """
 
@@ -25,6 +27,7 @@ from training import hardware
 from training.config import TrainConfig
 
 MODELS = ("lenet5", "resnet20")
+COMPILED = "+compile"  # a setting's suffix: the model under torch.compile
 NUM_CLASSES = throughput.NUM_CLASSES
 INSTALL_HINT = (
     "benchmarks.peer needs PyTorch, which the project does not install by default: "
@@ -157,8 +160,12 @@ class TorchCase:
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         self.images = images
-        self.bf16 = setting.endswith("bf16")
+        self.bf16 = "+bf16" in setting
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        if setting.endswith(COMPILED):
+            # Shares the parameters the optimizer holds; the warm-up below compiles a graph
+            # for training and one for inference (each about half a minute on two cores).
+            self.model = torch.compile(self.model)
         self.loss = torch.nn.CrossEntropyLoss()
         self.steps = {}
         for kind in ("train", "infer"):
@@ -207,11 +214,22 @@ class KerasCase:
         return self.case.measure(measurement)
 
 
-def torch_settings():
+def torch_settings(compiles=True):
+    """PyTorch's settings; the fastest eager one also compiled, where torch.compile works."""
     settings = ["float32", "channels_last"]
     if hardware.cpu_supports_bf16():
         settings.append("channels_last+bf16")
-    return settings
+    return [*settings, settings[-1] + COMPILED] if compiles else settings
+
+
+def torch_compile_problem(torch):
+    """Why torch.compile fails here (it needs a C++ compiler), or None: found in seconds,
+    before the long warm-ups."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
+    except Exception as error:  # inductor raises many kinds; any means: leave it out
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return None
 
 
 def main(argv=None):
@@ -227,6 +245,10 @@ def main(argv=None):
     facts = common.machine_facts()
     facts["torch_threads"] = torch.get_num_threads()
     print(common.facts_line(facts), flush=True)
+    problem = torch_compile_problem(torch)
+    if problem:
+        print(f"torch.compile does not work here, so it is left out ({problem})", flush=True)
+    settings = torch_settings(compiles=problem is None)
     measured = []  # (case, measurement) in the order every round runs them
     precisions = {}  # model name: the Keras case's precision
     for name in models:
@@ -240,7 +262,9 @@ def main(argv=None):
         keras_case = KerasCase(name, hardware.resolve_precision("auto", name), args.seconds)
         precisions[name] = keras_case.precision
         measured += [(keras_case, m) for m in throughput.FED]
-        for setting in torch_settings():
+        for setting in settings:
+            if setting.endswith(COMPILED):
+                print(f"compiling {name} with torch.compile ({setting})", flush=True)
             case = TorchCase(name, setting, args.seconds)
             measured += [(case, "train"), (case, "infer")]
     figures = common.run_rounds(measured, args.rounds, lambda key: key[0].measure(key[1]))
@@ -251,7 +275,7 @@ def main(argv=None):
         precision = precisions[name]
         keras_name = f"{name} keras {precision}"
         for kind in ("train", "infer"):
-            torch_runs = {s: by_name[(f"{name} torch {s}", kind)] for s in torch_settings()}
+            torch_runs = {s: by_name[(f"{name} torch {s}", kind)] for s in settings}
             best = max(torch_runs, key=lambda s: common.median(torch_runs[s]))
             memory = by_name[(keras_name, f"{kind}/memory")]
             pipeline = by_name[(keras_name, f"{kind}/pipeline")]
@@ -271,7 +295,7 @@ def main(argv=None):
                 [
                     name,
                     kind,
-                    *(f"{common.median(torch_runs[s]):,.0f}" for s in torch_settings()),
+                    *(f"{common.median(torch_runs[s]):,.0f}" for s in settings),
                     f"{common.median(memory):,.0f}",
                     f"{common.median(pipeline):,.0f}",
                     f"{result['keras_memory_over_torch_best']:.2f}",
@@ -281,7 +305,7 @@ def main(argv=None):
     header = [
         "model",
         "step",
-        *(f"PyTorch {s}" for s in torch_settings()),
+        *(f"PyTorch {s}" for s in settings),
         "Keras (auto precision), memory",
         f"Keras (auto precision), pipeline (augment {TrainConfig().augment.preset})",
         "Keras memory / best PyTorch",
