@@ -143,6 +143,15 @@ def torch_param_count(model):
     return sum(p.numel() for p in model.parameters()) + buffers
 
 
+def param_counts(name):
+    """(PyTorch's, the zoo's) parameter counts of `name`: equal when the architectures are."""
+    import zoo
+
+    shape, _ = throughput.MODELS[name]
+    keras_model = zoo.create(name, input_shape=shape, num_classes=NUM_CLASSES)
+    return torch_param_count(build_torch_model(name)), keras_model.count_params()
+
+
 class TorchCase:
     """One PyTorch model in one setting (layout, autocast), trained and run on one batch."""
 
@@ -228,7 +237,7 @@ def torch_compile_problem(torch):
     try:
         torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
     except Exception as error:  # inductor raises many kinds; any means: leave it out
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
     return None
 
 
@@ -240,7 +249,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     models = throughput.parse_list(args.models, MODELS, "model")
     torch = import_torch()
-    import zoo
 
     facts = common.machine_facts()
     facts["torch_threads"] = torch.get_num_threads()
@@ -252,9 +260,7 @@ def main(argv=None):
     measured = []  # (case, measurement) in the order every round runs them
     precisions = {}  # model name: the Keras case's precision
     for name in models:
-        shape, _ = throughput.MODELS[name]
-        expected = zoo.create(name, input_shape=shape, num_classes=NUM_CLASSES).count_params()
-        got = torch_param_count(build_torch_model(name))
+        got, expected = param_counts(name)
         print(f"{name}: {got:,} parameters in PyTorch, {expected:,} in the zoo", flush=True)
         if got != expected:
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")

@@ -185,10 +185,9 @@ class Case:
 
     def measure(self, measurement):
         hardware.set_graph_rewrite(self.precision)
-        marks = self.marks[measurement]
         if measurement == SERVED:
             clock = common.StepTimes()
-            for _ in range(marks):
+            for _ in range(self.marks[measurement]):
                 # .numpy() waits for the result, as a server must before it answers.
                 self.serve(image=self.raw_images)["class_id"].numpy()
                 clock.mark()

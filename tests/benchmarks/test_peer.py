@@ -6,16 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import zoo  # noqa: E402
 from benchmarks import peer  # noqa: E402
 from training import hardware  # noqa: E402
 
 
 @pytest.mark.parametrize("name", peer.MODELS)
 def test_the_pytorch_models_have_the_zoos_parameter_count(name):
-    shape, _ = peer.throughput.MODELS[name]
-    expected = zoo.create(name, input_shape=shape, num_classes=peer.NUM_CLASSES).count_params()
-    assert peer.torch_param_count(peer.build_torch_model(name)) == expected
+    torch_count, zoo_count = peer.param_counts(name)
+    assert torch_count == zoo_count
 
 
 def test_the_fastest_eager_setting_is_also_compiled_where_torch_compile_works():
