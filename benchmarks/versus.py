@@ -8,8 +8,9 @@ Speed figures from different machines cannot be compared, so "N times faster tha
 measured here by running both versions side by side. The baseline is checked out with
 `git worktree` into a temporary directory (removed afterwards); both run the same arguments at
 their own defaults. From each run's metrics.json: the steady training speed
-(`train_images_per_second`), the test accuracy and the whole command's seconds; ratios are per
-round, then the median. Writes benchmarks/results/<machine>-<date>-versus.json.
+(`train_images_per_second`), the whole fit's seconds (`train_seconds`: the first epoch's tracing,
+validation and checkpoint writes included), the test accuracy and the whole command's seconds;
+ratios are per round, then the median. Writes benchmarks/results/<machine>-<date>-versus.json.
 """
 
 import argparse
@@ -35,6 +36,7 @@ def run_job(checkout, arguments, output_dir, name):
     metrics, seconds = common.run_training(arguments, output_dir, name, cwd=checkout, quiet=True)
     return {
         "train_images_per_second": metrics["train_images_per_second"],
+        "train_seconds": metrics["train_seconds"],
         "test_accuracy": metrics["test_accuracy"],
         "command_seconds": round(seconds, 1),
     }
@@ -77,12 +79,14 @@ def summarize(figures, jobs):
         old, new = figures[(job, "baseline")], figures[(job, "current")]
         speed_old = column(old, "train_images_per_second")
         speed_new = column(new, "train_images_per_second")
+        fit_old, fit_new = column(old, "train_seconds"), column(new, "train_seconds")
         seconds_old, seconds_new = column(old, "command_seconds"), column(new, "command_seconds")
         results[job] = {
             "arguments": list(JOBS[job]),
             "baseline": old,
             "current": new,
             "train_speed_ratio": common.median_ratio(speed_new, speed_old),
+            "fit_seconds_ratio": common.median_ratio(fit_old, fit_new),
             "command_seconds_ratio": common.median_ratio(seconds_old, seconds_new),
         }
         accuracy = "/".join(
@@ -94,6 +98,8 @@ def summarize(figures, jobs):
                 f"{common.median(speed_old):,.0f}",
                 f"{common.median(speed_new):,.0f}",
                 f"{results[job]['train_speed_ratio']:.2f}",
+                f"{common.median(fit_old):.1f} / {common.median(fit_new):.1f}",
+                f"{results[job]['fit_seconds_ratio']:.2f}",
                 accuracy,
                 f"{common.median(seconds_old):.0f} / {common.median(seconds_new):.0f}",
                 f"{results[job]['command_seconds_ratio']:.2f}",
@@ -104,6 +110,8 @@ def summarize(figures, jobs):
         "baseline train images/s",
         "current",
         "speed ratio",
+        "fit seconds",
+        "fit ratio",
         "test accuracy (baseline/current)",
         "command seconds",
         "command ratio",

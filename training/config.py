@@ -225,6 +225,13 @@ class CallbacksConfig:
         0.0, "early stopping: the least improvement of val_loss that resets --patience"
     )
     checkpoint_best: bool = option(True, "keep best.keras, the model with the lowest val_loss")
+    checkpoint_interval: float = option(
+        10.0,
+        "write best.keras and the resume backup at an epoch's end only when this many seconds "
+        "have passed since their last write (0, and always with multi_worker: every epoch); a "
+        "crash loses at most about this much training",
+        metavar="SECONDS",
+    )
     tensorboard: bool = option(False, "write TensorBoard logs to <run>/tensorboard")
 
 

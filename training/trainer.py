@@ -398,6 +398,12 @@ def build_fit_callbacks(
         plateau=plateau,
         ema=config.optimizer.ema,
         saved_model=saved_model,
+        # Each worker times its own writes: workers could resume from different epochs.
+        checkpoint_interval=(
+            0
+            if config.hardware.strategy == "multi_worker"
+            else config.callbacks.checkpoint_interval
+        ),
     )
 
 

@@ -14,6 +14,7 @@ def test_summary_gives_per_round_ratios_and_median_accuracies():
     def run(speed, accuracy, seconds):
         return {
             "train_images_per_second": speed,
+            "train_seconds": seconds / 2,
             "test_accuracy": accuracy,
             "command_seconds": seconds,
         }
@@ -27,8 +28,11 @@ def test_summary_gives_per_round_ratios_and_median_accuracies():
     # Per round 3.0, 4.0, 2.5 -> median 3.0 (the ratio of medians would be 2.5).
     assert job["train_speed_ratio"] == 3.0
     # Seconds old / new per round: 2.0, 4.0, 1.5 -> 2.0.
-    assert job["command_seconds_ratio"] == 2.0
-    assert "| lenet5-digits | 100 | 250 | 3.00 | 97.00%/98.00% | 60 / 30 | 2.00 |" in table
+    assert job["command_seconds_ratio"] == job["fit_seconds_ratio"] == 2.0
+    row = (
+        "| lenet5-digits | 100 | 250 | 3.00 | 30.0 / 15.0 | 2.00 | 97.00%/98.00% | 60 / 30 | 2.00 |"
+    )
+    assert row in table
 
 
 def test_the_baseline_worktree_is_removed_even_when_a_run_fails(tmp_path, monkeypatch):

@@ -136,7 +136,7 @@ def test_default_list_and_order(tmp_path):
         "ResumableCheckpoint",
         "HistoryCSV",
         "TensorBoard",
-        "BackupAndRestore",
+        "ThrottledBackup",
     ]
     plateau = callbacks[0]
     assert (plateau.factor, plateau.patience, plateau.min_lr) == (
@@ -153,7 +153,7 @@ def test_default_list_and_order(tmp_path):
         "StopOnDivergence",
         "ResumableCheckpoint",
         "HistoryCSV",
-        "BackupAndRestore",
+        "ThrottledBackup",
     ]
 
 
@@ -296,6 +296,19 @@ def test_drop_and_min_delta_flags_reach_the_fit_callbacks_and_bad_values_are_ref
         config.replace({"callbacks": {"max_val_drop": 1.5}}).validate()
     with pytest.raises(ConfigError, match="min_delta must be >= 0.*got -0.1"):
         config.replace({"callbacks": {"min_delta": -0.1}}).validate()
+    interval = parse(["--checkpoint-interval", "2.5"])
+    clocks = [
+        c.write_clock for c in build_fit_callbacks(interval, tmp_path) if hasattr(c, "write_clock")
+    ]
+    assert [clock.interval for clock in clocks] == [2.5, 2.5]  # best.keras and the backup
+    # Workers time their writes apart and could resume from different epochs: every epoch.
+    workers = interval.replace({"hardware": {"strategy": "multi_worker"}})
+    clocks = [
+        c.write_clock for c in build_fit_callbacks(workers, tmp_path) if hasattr(c, "write_clock")
+    ]
+    assert [clock.interval for clock in clocks] == [0, 0]
+    with pytest.raises(ConfigError, match="checkpoint_interval must be >= 0.*got -1"):
+        config.replace({"callbacks": {"checkpoint_interval": -1}}).validate()
 
 
 def fit_expecting_divergence(tmp_path, model, x, y, message):
@@ -593,3 +606,75 @@ def test_metrics_json_has_the_steady_training_speed(tmp_path):
     assert metrics["train_images_per_second"] == result.metrics["train_images_per_second"]
     assert metrics["train_images_per_second"] > 0
     assert metrics["images_per_second"] > 0
+
+
+class TickAtEpochEnd(keras.callbacks.Callback):
+    """One second of `clock` per epoch, before the callbacks that read it."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += 1.0
+
+
+class BestOnDisk(keras.callbacks.Callback):
+    """best.keras's weights after each epoch end (None before it exists)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.weights = path, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        exists = self.path.exists()
+        self.weights.append(keras.saving.load_model(self.path).get_weights() if exists else None)
+
+
+@pytest.mark.parametrize("epochs", [6, 4])
+def test_a_throttled_checkpoint_writes_the_best_epoch_once_due_and_at_the_end(
+    tmp_path, digits, epochs
+):
+    # One second per epoch, writes at most every 2.5 s. New bests at epochs 0, 1 and 3: epoch 1's
+    # waits in memory and is written at epoch 2's end (due), epoch 3's at epoch 5's end, or, in a
+    # 4-epoch fit, when the fit ends.
+    clock = FakeClock()
+    values = [1.0, 0.5, 0.7, 0.4, 0.9, 1.0][:epochs]
+    recorder, on_disk = WeightsPerEpoch(), BestOnDisk(tmp_path / "best.keras")
+    model = make_model(0.05)
+    callbacks = build_callbacks(
+        tmp_path, early_stopping_patience=0, checkpoint_interval=2.5, clock=clock
+    )
+    extra = [TickAtEpochEnd(clock), LogsOverride("val_loss", values), recorder]
+    fit(model, digits, extra + callbacks + [on_disk], epochs=epochs)
+
+    assert on_disk.weights[:2] == [None, None]
+    for epoch in range(2, epochs):
+        assert_same_weights(on_disk.weights[epoch], recorder.weights[1 if epoch < 5 else 3])
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    assert_same_weights(best.get_weights(), recorder.weights[3])
+    # Swapping a held best in to write it left the training weights as they were.
+    assert_same_weights(model.get_weights(), recorder.weights[-1])
+
+
+@pytest.mark.slow
+def test_a_throttled_backup_resumes_from_its_last_write(tmp_path, digits, uninterrupted):
+    # Backups at most every 2.5 s of one-second epochs: written after epoch index 2, not 3. Cut
+    # before index 4, the fit resumes at index 3, repeating the epoch the callback states had
+    # already counted, and ends where an uninterrupted fit ends.
+    reference_weights, reference_losses = uninterrupted
+    clock = FakeClock()
+    run_dir = tmp_path / "run"
+    model, history = run_interrupted_then_resumed(
+        run_dir,
+        digits,
+        epochs=5,
+        interrupt_at=4,
+        callback_kwargs={"checkpoint_interval": 2.5, "clock": clock},
+        extra=[TickAtEpochEnd(clock)],
+    )
+    assert history.epoch == [3, 4]
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [float(r["loss"]) for r in rows] == pytest.approx(reference_losses)
+    assert_same_weights(model.get_weights(), reference_weights)

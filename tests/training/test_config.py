@@ -218,6 +218,7 @@ BAD_FLAGS = [
     (["--max-accuracy-drop", "1.5"], "callbacks.max_accuracy_drop"),
     (["--max-val-drop", "0"], "callbacks.max_val_drop"),
     (["--min-delta", "-0.01"], "callbacks.min_delta"),
+    (["--checkpoint-interval", "-5"], "callbacks.checkpoint_interval"),
     (["--precision", "fp8"], "precision 'fp8'"),
     (["--steps-per-execution", "0"], "hardware.steps_per_execution"),
     (["--seed", "-1"], "seed must be an integer in"),

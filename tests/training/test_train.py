@@ -115,7 +115,11 @@ class CrashAfterEpoch(keras.callbacks.Callback):
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path):
     config = quick_config(
-        tmp_path, epochs=4, output__run_name="resumable", callbacks__early_stopping_patience=0
+        tmp_path,
+        epochs=4,
+        output__run_name="resumable",
+        callbacks__early_stopping_patience=0,
+        callbacks__checkpoint_interval=0,  # a backup at every epoch end, however short
     )
     with pytest.raises(Crash):
         train(config, extra_callbacks=[CrashAfterEpoch(2)])

@@ -241,7 +241,7 @@ def test_a_two_phase_run_resumes_in_its_second_phase(tmp_path, source_run):
         source_run,
         epochs=4,
         transfer={"two_phase": True, "probe_epochs": 2},
-        callbacks={"early_stopping_patience": 0},
+        callbacks={"early_stopping_patience": 0, "checkpoint_interval": 0},
         output={"output_dir": str(tmp_path), "run_name": "two"},
     )
     with pytest.raises(Crash):
