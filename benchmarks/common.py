@@ -77,10 +77,14 @@ def machine_name(facts) -> str:
 
 
 def write_results(benchmark, facts, results) -> pathlib.Path:
-    """benchmarks/results/<machine>-<date>-<benchmark>.json (a rerun the same day replaces it)."""
+    """benchmarks/results/<machine>-<date>-<benchmark>.json; a rerun the same day writes
+    ...-<benchmark>-2.json (then -3, ...): results already there, often cited, stay as they are."""
     RESULTS_DIR.mkdir(exist_ok=True)
-    day = facts["date"][:10]
-    path = RESULTS_DIR / f"{machine_name(facts)}-{day}-{benchmark}.json"
+    stem = f"{machine_name(facts)}-{facts['date'][:10]}-{benchmark}"
+    path, count = RESULTS_DIR / f"{stem}.json", 1
+    while path.exists():
+        count += 1
+        path = RESULTS_DIR / f"{stem}-{count}.json"
     path.write_text(json.dumps({"machine": facts, "results": results}, indent=2) + "\n")
     return path
 

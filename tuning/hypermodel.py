@@ -179,6 +179,7 @@ class TrialHyperModel(keras_tuner.HyperModel):
         pipelines = trainer.make_pipelines(config, self.data, self._global_batch(config))
         fit_callbacks = _trial_callbacks(config, trial_dir, self.objective) + list(callbacks)
         started = time.perf_counter()
+        trainer.build_for_fit(model, pipelines["train"])
         model.fit(
             pipelines["train"],
             validation_data=pipelines["validation"],

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+import zoo
 from tests.conftest import REPO
 from training import TrainConfig, train
 from training.config import from_dict
@@ -363,3 +364,31 @@ def test_leaky_slope_sets_the_slope_of_every_leaky_relu_in_the_model():
     np.testing.assert_allclose(
         leaky[0](np.array([[-2.0, 3.0]], "float32")), [[-0.1, 3.0]], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("built_first", [False, True])
+def test_build_for_fit_makes_every_variable_before_the_first_step(built_first):
+    # Without it the train step's first trace creates the optimizer's variables, and TensorFlow
+    # traces the step a second time: the slower first epoch build_for_fit removes.
+    from training.trainer import build_for_fit, compile_model
+
+    keras.backend.clear_session()
+    model = zoo.create("lenet5", num_classes=10)
+    compile_model(model, TrainConfig(), steps_per_epoch=2, replicas=1, num_classes=10)
+    images = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 1)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(64) % 10, 10)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+    if built_first:
+        build_for_fit(model, data)
+    created = []
+
+    def record(next_creator, **kwargs):
+        created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(record):
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+    if built_first:
+        assert created == []
+    else:  # Adam's slots, made in the first trace: what build_for_fit's absence looks like
+        assert "c1_conv_kernel_momentum" in created and "c1_conv_kernel_velocity" in created
