@@ -308,8 +308,9 @@ class ResumableCheckpoint(_Resumable, keras.callbacks.ModelCheckpoint):
         self._written_best = self.best
 
     def _save_model(self, epoch, batch, logs):
-        # Keras' check decides whether this epoch is a new best (and updates self.best); when it
-        # is written is ours to decide.
+        # Replaces ModelCheckpoint's private _save_model (keras is pinned): its own check still
+        # decides whether this epoch is a new best (and updates self.best); when it is written
+        # is ours to decide.
         if self._should_save_model(epoch, batch, logs, self.filepath):
             if self.write_clock.due():
                 self._write()
