@@ -192,13 +192,13 @@ class WriteClock:
     def __init__(self, interval, clock=time.monotonic):
         self.interval = interval
         self.clock = clock
-        self._last = None
+        self._last = -math.inf
 
     def start(self):
         self._last = self.clock()
 
     def due(self):
-        return self._last is None or self.clock() - self._last >= self.interval
+        return self.clock() - self._last >= self.interval
 
     def wrote(self):
         self._last = self.clock()
@@ -320,13 +320,17 @@ class ResumableCheckpoint(_Resumable, keras.callbacks.ModelCheckpoint):
             self._write(self._pending)
 
     def _write(self, weights=None):
-        """best.keras from the model as it is, or with `weights` swapped in for the write."""
-        current = None if weights is None else self.model.get_weights()
-        if weights is not None:
+        """best.keras from the model as it is, or with `weights` swapped in for the write (the
+        training weights go back even if the write fails)."""
+        if weights is None:
+            self.model.save(self.filepath, overwrite=True)
+        else:
+            current = self.model.get_weights()
             self.model.set_weights(weights)
-        self.model.save(self.filepath, overwrite=True)
-        if current is not None:
-            self.model.set_weights(current)
+            try:
+                self.model.save(self.filepath, overwrite=True)
+            finally:
+                self.model.set_weights(current)
         self._pending, self._written_best = None, self.best
         self.write_clock.wrote()
 

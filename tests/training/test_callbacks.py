@@ -296,17 +296,15 @@ def test_drop_and_min_delta_flags_reach_the_fit_callbacks_and_bad_values_are_ref
         config.replace({"callbacks": {"max_val_drop": 1.5}}).validate()
     with pytest.raises(ConfigError, match="min_delta must be >= 0.*got -0.1"):
         config.replace({"callbacks": {"min_delta": -0.1}}).validate()
+
+    def write_intervals(config):  # best.keras's and the backup's
+        callbacks = build_fit_callbacks(config, tmp_path)
+        return [c.write_clock.interval for c in callbacks if hasattr(c, "write_clock")]
+
     interval = parse(["--checkpoint-interval", "2.5"])
-    clocks = [
-        c.write_clock for c in build_fit_callbacks(interval, tmp_path) if hasattr(c, "write_clock")
-    ]
-    assert [clock.interval for clock in clocks] == [2.5, 2.5]  # best.keras and the backup
+    assert write_intervals(interval) == [2.5, 2.5]
     # Workers time their writes apart and could resume from different epochs: every epoch.
-    workers = interval.replace({"hardware": {"strategy": "multi_worker"}})
-    clocks = [
-        c.write_clock for c in build_fit_callbacks(workers, tmp_path) if hasattr(c, "write_clock")
-    ]
-    assert [clock.interval for clock in clocks] == [0, 0]
+    assert write_intervals(interval.replace({"hardware": {"strategy": "multi_worker"}})) == [0, 0]
     with pytest.raises(ConfigError, match="checkpoint_interval must be >= 0.*got -1"):
         config.replace({"callbacks": {"checkpoint_interval": -1}}).validate()
 
@@ -566,18 +564,22 @@ class FakeClock:
 
 
 class AdvanceClock(keras.callbacks.Callback):
-    def __init__(self, clock):
+    """Moves `clock` on by `train_batch`, `test_batch` and `epoch` seconds at each of those
+    ends, ahead of the callbacks after it that read the clock."""
+
+    def __init__(self, clock, *, train_batch=1.0, test_batch=100.0, epoch=1000.0):
         super().__init__()
         self.clock = clock
+        self.seconds = {"train_batch": train_batch, "test_batch": test_batch, "epoch": epoch}
 
     def on_train_batch_end(self, batch, logs=None):
-        self.clock.now += 1.0
+        self.clock.now += self.seconds["train_batch"]
 
     def on_test_batch_end(self, batch, logs=None):
-        self.clock.now += 100.0
+        self.clock.now += self.seconds["test_batch"]
 
     def on_epoch_end(self, epoch, logs=None):
-        self.clock.now += 1000.0
+        self.clock.now += self.seconds["epoch"]
 
 
 def test_train_throughput_counts_the_train_steps_of_epochs_after_the_first(digits):
@@ -608,15 +610,8 @@ def test_metrics_json_has_the_steady_training_speed(tmp_path):
     assert metrics["images_per_second"] > 0
 
 
-class TickAtEpochEnd(keras.callbacks.Callback):
-    """One second of `clock` per epoch, before the callbacks that read it."""
-
-    def __init__(self, clock):
-        super().__init__()
-        self.clock = clock
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.clock.now += 1.0
+def one_second_epochs(clock):
+    return AdvanceClock(clock, train_batch=0.0, test_batch=0.0, epoch=1.0)
 
 
 class BestOnDisk(keras.callbacks.Callback):
@@ -645,7 +640,7 @@ def test_a_throttled_checkpoint_writes_the_best_epoch_once_due_and_at_the_end(
     callbacks = build_callbacks(
         tmp_path, early_stopping_patience=0, checkpoint_interval=2.5, clock=clock
     )
-    extra = [TickAtEpochEnd(clock), LogsOverride("val_loss", values), recorder]
+    extra = [one_second_epochs(clock), LogsOverride("val_loss", values), recorder]
     fit(model, digits, extra + callbacks + [on_disk], epochs=epochs)
 
     assert on_disk.weights[:2] == [None, None]
@@ -671,7 +666,7 @@ def test_a_throttled_backup_resumes_from_its_last_write(tmp_path, digits, uninte
         epochs=5,
         interrupt_at=4,
         callback_kwargs={"checkpoint_interval": 2.5, "clock": clock},
-        extra=[TickAtEpochEnd(clock)],
+        extra=[one_second_epochs(clock)],
     )
     assert history.epoch == [3, 4]
     rows = read_history(run_dir)
