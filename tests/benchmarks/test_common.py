@@ -17,3 +17,17 @@ def test_a_rerun_the_same_day_keeps_the_results_already_written(tmp_path, monkey
         2,
         3,
     ]
+
+
+def test_the_machine_name_tells_the_widest_arithmetic_of_the_cpu():
+    def facts(*present):
+        flags = {flag: flag in present for flag in common.CPU_FLAGS}
+        return {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "flags": flags}
+
+    assert common.machine_name(facts("avx2", "avx512f", "avx512_bf16", "amx_bf16")) == (
+        "intel-r-xeon-r-processor-2cores-amx"
+    )
+    assert common.machine_name(facts("avx2", "avx512f", "avx512_bf16")).endswith("-2cores-bf16")
+    assert common.machine_name(facts("avx2", "avx512f")).endswith("-2cores-avx512")
+    assert common.machine_name(facts("avx2", "fma")).endswith("-2cores-avx2")
+    assert common.machine_name(facts()).endswith("-2cores-novector")
