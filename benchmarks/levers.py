@@ -43,6 +43,9 @@ PER_PROCESS = {
     },
     "threads intra=2 inter=1": {"threads": (2, 1)},
     "threads intra=1 inter=1": {"threads": (1, 1)},
+    # Each op on one thread, two at once: the backward's independent input and filter gradients
+    # run side by side instead of each waking the pool for its parallel loop.
+    "threads intra=1 inter=2": {"threads": (1, 2)},
     # One core for the step's ops, the rest free for tf.data's threads (0: TensorFlow's default).
     "threads intra=1": {"threads": (1, 0)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
