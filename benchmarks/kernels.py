@@ -36,23 +36,25 @@ FRAMEWORKS = ("tensorflow", "torch")
 WARMUP_CALLS = 20
 
 
-def parse_verbose(text, calls):
-    """From oneDNN's verbose log: {"convolution": median ms per execution, "implementation",
-    "reorders": ms per call (all reorder executions' ms / calls)}. Only `exec` lines count;
-    their last field is the execution's milliseconds."""
+def parse_verbose(text, calls, propagation):
+    """From oneDNN's verbose log: {"convolution": median ms per execution of the convolutions
+    of this `propagation` kind, "implementation", "reorders": ms per call (all reorder
+    executions' ms / calls)}. Only `exec` lines count; their last field is the milliseconds."""
     convolutions, reorder_ms, implementations = [], 0.0, collections.Counter()
     for line in text.splitlines():
         fields = line.split(",")
         if not line.startswith("onednn_verbose") or "exec" not in fields[:5]:
             continue
-        kind = fields[fields.index("exec") + 2]
-        if kind == "convolution":
+        kind, implementation, kind_of_propagation = fields[fields.index("exec") + 2 :][:3]
+        if kind == "convolution" and kind_of_propagation == propagation:
             convolutions.append(float(fields[-1]))
-            implementations[fields[fields.index("exec") + 3]] += 1
+            implementations[implementation] += 1
         elif kind == "reorder":
             reorder_ms += float(fields[-1])
     if not convolutions:
-        raise ValueError("no convolution in oneDNN's log: is this framework built with oneDNN?")
+        raise ValueError(
+            f"no {propagation} convolution in oneDNN's log: is this framework built with oneDNN?"
+        )
     return {
         "convolution": common.median(convolutions),
         "implementation": implementations.most_common(1)[0][0],
@@ -132,7 +134,7 @@ def measure(framework, direction, threads, args):
     done = subprocess.run(command, env=environment, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{framework} {direction} failed:\n{done.stderr[-2000:]}")
-    return parse_verbose(done.stdout, args.calls)
+    return parse_verbose(done.stdout, args.calls, PROPAGATION[direction])
 
 
 def table(results, threads):

@@ -19,7 +19,7 @@ some other line, 9.0
 
 
 def test_the_log_gives_the_convolutions_median_and_the_reorders_per_call():
-    parsed = kernels.parse_verbose(LOG, calls=3 - kernels.WARMUP_CALLS)
+    parsed = kernels.parse_verbose(LOG, 3 - kernels.WARMUP_CALLS, "forward_training")
     assert parsed == {
         "convolution": 0.5,
         "implementation": "brg_conv_fwd:avx10_1_512_amx",
@@ -28,8 +28,13 @@ def test_the_log_gives_the_convolutions_median_and_the_reorders_per_call():
 
 
 def test_a_log_without_convolutions_says_so():
-    with pytest.raises(ValueError, match="no convolution"):
-        kernels.parse_verbose(LOG.replace("convolution,", "pooling,"), calls=1)
+    with pytest.raises(ValueError, match="no forward_training convolution"):
+        kernels.parse_verbose(LOG.replace("convolution,", "pooling,"), 1, "forward_training")
+
+
+def test_only_the_direction_asked_for_is_timed():
+    with pytest.raises(ValueError, match="no backward_weights convolution"):
+        kernels.parse_verbose(LOG, 1, "backward_weights")
 
 
 def arguments(**overrides):
