@@ -159,6 +159,10 @@ def main(argv=None):
     parser.add_argument("--levers", type=parse_levers, help="comma-separated lever names")
     parser.add_argument("--single", choices=PER_PROCESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from benchmarks import throughput  # TensorFlow loads here, after the arguments are checked
+
+    if args.model not in throughput.MODELS:
+        parser.error(f"--model: {args.model!r} is not one of {', '.join(throughput.MODELS)}")
     if args.single:
         return single(args.model, args.seconds, args.single)
 

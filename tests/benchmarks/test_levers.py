@@ -27,3 +27,9 @@ def test_without_levers_every_lever_is_measured():
 def test_an_unknown_lever_names_the_known_ones():
     with pytest.raises(argparse.ArgumentTypeError, match="unknown lever.*'batch 64'.*batch 256"):
         levers.parse_levers("batch 256,batch 64")
+
+
+def test_a_model_the_benchmarks_have_no_shape_for_is_refused_before_any_measurement(capsys):
+    with pytest.raises(SystemExit):
+        levers.main(["--model", "lenet5_modern"])
+    assert "'lenet5_modern' is not one of lenet5, stagewise_cnn" in capsys.readouterr().err
