@@ -178,6 +178,11 @@ def parse_args(argv):
         parser.error("--shape and --threads take comma-separated whole numbers")
     if len(args.shape) != 4 or min(args.shape + threads) < 1:
         parser.error("--shape is batch,height,width,channels and --threads at least 1 each")
+    if min(args.filters, args.rounds, args.calls) < 1:
+        parser.error("--filters, --rounds and --calls take whole numbers from 1")
+    # TensorFlow's SAME padding and PyTorch's kernel // 2 agree only for odd kernels.
+    if args.kernel < 1 or args.kernel % 2 == 0:
+        parser.error(f"--kernel takes an odd size (1, 3, 5, ...), not {args.kernel}")
     args.threads = threads if args.worker is None else threads[0]
     return args
 

@@ -55,8 +55,17 @@ def test_pytorch_runs_the_same_problem_on_onednn():
     assert result["convolution"] > 0 and ":" in result["implementation"]
 
 
-@pytest.mark.parametrize("bad", [["--shape", "4,8,8"], ["--threads", "0"], ["--shape", "a"]])
-def test_bad_shapes_and_thread_counts_are_refused(bad, capsys):
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["--shape", "4,8,8"], "--shape"),
+        (["--threads", "0"], "--threads"),
+        (["--shape", "a"], "--shape"),
+        (["--kernel", "2"], "--kernel takes an odd size"),
+        (["--calls", "0"], "--calls"),
+    ],
+)
+def test_bad_settings_are_refused_with_what_is_allowed(bad, named, capsys):
     with pytest.raises(SystemExit):
         kernels.parse_args(bad)
-    assert "--shape" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
