@@ -25,13 +25,13 @@ import sys
 
 from benchmarks import common
 
-DIRECTIONS = ("forward", "input_gradient", "filter_gradient")
-# oneDNN's name of each direction's propagation kind.
+# Each direction and oneDNN's name of its propagation kind.
 PROPAGATION = {
     "forward": "forward_training",
     "input_gradient": "backward_data",
     "filter_gradient": "backward_weights",
 }
+DIRECTIONS = tuple(PROPAGATION)
 FRAMEWORKS = ("tensorflow", "torch")
 WARMUP_CALLS = 20
 
@@ -70,21 +70,17 @@ def tensorflow_call(direction, shape, filters, kernel, dtype):
     weights = tf.cast(tf.random.normal((kernel, kernel, channels, filters)), dtype)
     gradient = tf.cast(tf.random.normal((batch, height, width, filters)), dtype)
     common_args = {"strides": [1, 1, 1, 1], "padding": "SAME"}
+    ops = {
+        "forward": lambda: tf.raw_ops.Conv2D(input=images, filter=weights, **common_args),
+        "input_gradient": lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=shape, filter=weights, out_backprop=gradient, **common_args
+        ),
+        "filter_gradient": lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=images, filter_sizes=weights.shape, out_backprop=gradient, **common_args
+        ),
+    }
     # Inside tf.function, grappler rewrites these to oneDNN's _MklNative... kernels.
-    if direction == "forward":
-        run = tf.function(lambda: tf.raw_ops.Conv2D(input=images, filter=weights, **common_args))
-    elif direction == "input_gradient":
-        run = tf.function(
-            lambda: tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=shape, filter=weights, out_backprop=gradient, **common_args
-            )
-        )
-    else:
-        run = tf.function(
-            lambda: tf.raw_ops.Conv2DBackpropFilter(
-                input=images, filter_sizes=weights.shape, out_backprop=gradient, **common_args
-            )
-        )
+    run = tf.function(ops[direction])
     return lambda: run().numpy()
 
 
@@ -173,17 +169,16 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     try:
         args.shape = [int(size) for size in args.shape.split(",")]
-        threads = [int(count) for count in args.threads.split(",")]
+        args.threads = [int(count) for count in args.threads.split(",")]
     except ValueError:
         parser.error("--shape and --threads take comma-separated whole numbers")
-    if len(args.shape) != 4 or min(args.shape + threads) < 1:
+    if len(args.shape) != 4 or min(args.shape + args.threads) < 1:
         parser.error("--shape is batch,height,width,channels and --threads at least 1 each")
     if min(args.filters, args.rounds, args.calls) < 1:
         parser.error("--filters, --rounds and --calls take whole numbers from 1")
     # TensorFlow's SAME padding and PyTorch's kernel // 2 agree only for odd kernels.
     if args.kernel < 1 or args.kernel % 2 == 0:
         parser.error(f"--kernel takes an odd size (1, 3, 5, ...), not {args.kernel}")
-    args.threads = threads if args.worker is None else threads[0]
     return args
 
 
@@ -191,7 +186,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         work(
-            args.worker, args.direction, args.threads, args.shape, args.filters, args.kernel,
+            args.worker, args.direction, args.threads[0], args.shape, args.filters, args.kernel,
             args.dtype, args.calls,
         )  # fmt: skip
         return
