@@ -8,7 +8,8 @@ per-round ratio lever / default.
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow applies to
 the whole process (oneDNN on or off, its thread pool using the calling thread, thread pools,
-precision onednn_bfloat16's graph rewrite, on CPUs with bfloat16 only): each round starts one
+precision onednn_bfloat16's graph rewrite and oneDNN's bfloat16 arithmetic in a float32 model,
+both on CPUs with bfloat16 only; XLA's clustering of point-wise ops): each round starts one
 process per setting, in turn. --levers measures only the named ones (and the default):
 jit_compile alone can take minutes a round on a CPU where XLA's convolutions are slow.
 Writes benchmarks/results/<machine>-<date>-levers.json.
@@ -49,7 +50,22 @@ PER_PROCESS = {
     # One core for the step's ops, the rest free for tf.data's threads (0: TensorFlow's default).
     "threads intra=1": {"threads": (1, 0)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
-    "precision onednn_bfloat16": {"precision": "onednn_bfloat16"},
+    "precision onednn_bfloat16": {"precision": "onednn_bfloat16", "needs_bfloat16": True},
+    # XLA's auto-clustering limited to point-wise ops (any cluster size): XLA fuses the ReLUs,
+    # their gradients and the additions between the convolutions, which stay oneDNN's.
+    "xla pointwise": {
+        "environment": {
+            "TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit "
+            "--tf_xla_ops_to_cluster=PW --tf_xla_min_cluster_size=1"
+        }
+    },
+    # A float32 model whose convolutions and matmuls oneDNN computes in bfloat16 (AMX, AVX512-BF16):
+    # the element-wise ops between them stay in float32, which Eigen runs several times faster.
+    "fpmath bf16": {
+        "precision": "float32",
+        "environment": {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"},
+        "needs_bfloat16": True,
+    },
 }
 MEASUREMENTS = ("train/memory", "train/pipeline")
 
@@ -84,14 +100,14 @@ def single(model, seconds, lever):
 
 
 def process_levers(levers):
-    """`levers` without what this machine refuses (onednn_bfloat16 off a bfloat16 CPU)."""
+    """`levers` without those for bfloat16 CPUs on another (onednn_bfloat16 is refused there)."""
     from training import hardware
 
     bfloat16 = hardware.onednn_bfloat16_available()
     return {
         name: setting
         for name, setting in levers.items()
-        if bfloat16 or setting.get("precision") != "onednn_bfloat16"
+        if bfloat16 or not setting.get("needs_bfloat16")
     }
 
 
