@@ -1,5 +1,6 @@
 """The ops between the convolutions (BatchNorm, its gradient, ReLU, its gradient, the residual
-addition) as TensorFlow and as PyTorch run them: milliseconds per op, side by side.
+addition; lenet5's scaling and tanh and its gradient) as TensorFlow and as PyTorch run them:
+milliseconds per op, side by side.
 
     python -m benchmarks.ops [--shape 128,32,32,16] [--dtypes bfloat16,float32] [--threads 2]
         [--rounds 3] [--chain 20] [--repeats 7]
@@ -8,8 +9,8 @@ With AMX the convolutions are fast enough that these memory-bound ops are half o
 training step (benchmarks.profile); this times each on its own, at resnet20's first-stage shape
 by default, channels-last on both sides. TensorFlow runs a chain of `--chain` ops in one
 tf.function (its kernels as the trainer's graphs run them: oneDNN's for BatchNorm, Eigen's for
-the element-wise ops), with grappler's arithmetic optimizer off so that the chain is not folded
-(it would turn a chain of additions into one AddN); PyTorch runs the same chain eagerly under
+the element-wise ops), with grappler's arithmetic optimizer and constant folding off so that the
+chain is not folded into fewer ops; PyTorch runs the same chain eagerly under
 no_grad (its ATen kernels, which are what its eager training calls). Each framework runs in a
 process of its own per round, rounds alternating; the figures are medians over the repeats of
 a chain, then over rounds, and the ratio is the median of per-round ratios.
@@ -26,7 +27,12 @@ import numpy as np
 
 from benchmarks import common
 
-OPS = ("batchnorm", "batchnorm_gradient", "relu", "relu_gradient", "add")
+OPS = (
+    "batchnorm", "batchnorm_gradient", "relu", "relu_gradient", "add",
+    "scale", "tanh", "tanh_gradient",
+)  # fmt: skip
+# lenet5's scaled tanh, A tanh(S x) (LeCun et al. 1998): a multiplication on each side of the tanh.
+SCALE = 1.7159
 FRAMEWORKS = ("tensorflow", "torch")
 DTYPES = ("bfloat16", "float32")
 EPSILON = 1e-3  # Keras' BatchNormalization default, which the zoo keeps
@@ -64,13 +70,16 @@ def tensorflow_ops(other, dtype):
             **settings,
         ).x_backprop  # fmt: skip
 
-    relu_output = tf.nn.relu(other)
+    relu_output, tanh_output = tf.nn.relu(other), tf.tanh(other)
     return {
         "batchnorm": lambda x: batchnorm(x).y,
         "batchnorm_gradient": batchnorm_gradient,
         "relu": tf.nn.relu,
         "relu_gradient": lambda g: tf.raw_ops.ReluGrad(gradients=g, features=relu_output),
         "add": lambda x: tf.raw_ops.AddV2(x=x, y=other),
+        "scale": lambda x: x * tf.constant(SCALE, dtype),
+        "tanh": tf.tanh,
+        "tanh_gradient": lambda g: tf.raw_ops.TanhGrad(y=tanh_output, dy=g),
     }
 
 
@@ -96,7 +105,7 @@ def torch_ops(other, dtype):
         return torch.ops.aten.native_batch_norm(x, weight, bias, mean, variance, True, 0.1, EPSILON)
 
     _, saved_mean, saved_inverse_std = batchnorm(other)
-    relu_output = torch.relu(other)
+    relu_output, tanh_output = torch.relu(other), torch.tanh(other)
     return {
         "batchnorm": lambda x: batchnorm(x)[0],
         "batchnorm_gradient": lambda g: torch.ops.aten.native_batch_norm_backward(
@@ -114,13 +123,20 @@ def torch_ops(other, dtype):
         "relu": torch.relu,
         "relu_gradient": lambda g: torch.ops.aten.threshold_backward(g, relu_output, 0),
         "add": lambda x: torch.add(x, other),
+        "scale": lambda x: torch.mul(x, SCALE),
+        "tanh": torch.tanh,
+        "tanh_gradient": lambda g: torch.ops.aten.tanh_backward(g, tanh_output),
     }
 
 
 def time_tensorflow(shape, dtype, chain, repeats):
     import tensorflow as tf
 
-    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
+    # Unfolded: the arithmetic optimizer turns chained additions into one AddN, and constant
+    # folding chained multiplications by a constant into one.
+    tf.config.optimizer.set_experimental_options(
+        {"arithmetic_optimization": False, "constant_folding": False}
+    )
     start = tf.cast(tf.random.normal(shape), dtype)
     figures = {}
     for name, op in tensorflow_ops(operand(shape), dtype).items():

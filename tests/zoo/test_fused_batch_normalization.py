@@ -104,3 +104,26 @@ def test_zoo_models_use_it_and_reload_from_keras_files(tmp_path):
     reloaded = keras.saving.load_model(path)
     assert type(reloaded.get_layer(norms[0].name)) is FusedBatchNormalization
     np.testing.assert_array_equal(reloaded.predict(images, verbose=0), expected)
+
+
+def kernel_dtypes(layer, inputs, training):
+    """The T attribute of every FusedBatchNormV3 in the layer's traced call."""
+    graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(inputs).graph
+    return [op.get_attr("T") for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+
+
+@pytest.mark.parametrize("channels, kernel_dtype", [(32, tf.bfloat16), (24, tf.float32)])
+def test_bfloat16_widths_the_fast_kernel_cannot_take_are_normalized_in_float32(
+    channels, kernel_dtype
+):
+    layer = FusedBatchNormalization(dtype="mixed_bfloat16")
+    images = RNG.normal(2.0, 3.0, (4, 5, 6, channels)).astype("float32")
+    inputs = tf.cast(images, tf.bfloat16)
+    for training in (True, False):
+        assert kernel_dtypes(layer, inputs, training) == [kernel_dtype]
+        outputs = layer(inputs, training=training)
+        assert outputs.dtype == tf.bfloat16
+    # Either way, the batch's own statistics normalize it (within bfloat16's rounding).
+    normalized = tf.cast(layer(inputs, training=True), tf.float32).numpy()
+    np.testing.assert_allclose(normalized.mean(axis=(0, 1, 2)), 0.0, atol=0.05)
+    np.testing.assert_allclose(normalized.std(axis=(0, 1, 2)), 1.0, atol=0.05)

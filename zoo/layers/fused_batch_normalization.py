@@ -9,10 +9,20 @@ the biased batch variance, as in Keras), so parameter counts, keras.applications
 checkpoints are unchanged. TensorFlow raises an epsilon below 1.001e-5 to that value, as Keras 2
 did. Whatever the fused kernel cannot do (masks, renorm, synchronized BN, non-4D inputs, a
 channel axis other than the last, other backends) falls back to Keras' code.
+
+bfloat16 activations with a channel count that is not a multiple of 16 are normalized in
+float32: oneDNN's compiled bfloat16 kernel needs whole AVX-512 vectors of 16 channels, and
+other widths run its generic C++ fallback (`nspc_bnorm:any` in its verbose log), which on a
+2-core AMX Xeon took 5.8 ms forward for 128x16x16x24 against 0.55 ms at 32 channels, while the
+float32 kernel takes any width (1.4 ms at 24; 2026-12-06, docs/speed.md). The result is the
+same up to bfloat16's rounding of the output, which happens either way.
 """
 
 import keras
 import tensorflow as tf
+
+# oneDNN's bfloat16 BatchNorm kernels work on whole vectors of this many channels.
+BFLOAT16_CHANNEL_MULTIPLE = 16
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -32,6 +42,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
+        if inputs.dtype == tf.bfloat16 and channels % BFLOAT16_CHANNEL_MULTIPLE:
+            inputs = tf.cast(inputs, tf.float32)  # the module docstring says why
         # The kernel takes float16/bfloat16 activations with float32 parameters and statistics,
         # so mixed precision needs no cast of the activations.
         gamma = self.gamma if self.scale else tf.ones((channels,), tf.float32)
