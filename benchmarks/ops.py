@@ -242,7 +242,8 @@ def parse_args(argv):
     args.dtypes = [dtype.strip() for dtype in args.dtypes.split(",") if dtype.strip()]
     unknown = [dtype for dtype in args.dtypes if dtype not in DTYPES]
     if unknown or not args.dtypes:
-        parser.error(f"--dtypes takes some of {', '.join(DTYPES)}, not {', '.join(unknown)}")
+        given = ", ".join(unknown) or "none"
+        parser.error(f"--dtypes takes one or more of {', '.join(DTYPES)} (given: {given})")
     if min(args.threads, args.rounds, args.chain, args.repeats) < 1:
         parser.error("--threads, --rounds, --chain and --repeats take whole numbers from 1")
     return args

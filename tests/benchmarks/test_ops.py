@@ -56,7 +56,8 @@ def test_a_worker_times_every_op(framework):
     [
         (["--shape", "1,2,3"], "--shape"),
         (["--shape", "a,b,c,d"], "--shape"),
-        (["--dtypes", "float16"], "--dtypes"),
+        (["--dtypes", "float16"], "given: float16"),
+        (["--dtypes", ","], "given: none"),
         (["--chain", "0"], "--chain"),
     ],
 )
