@@ -6,6 +6,7 @@ inside one process, and reports the median of each case and the median over roun
 ratio between two cases measured in the same round, which drifts less than the absolute figures.
 """
 
+import argparse
 import datetime
 import importlib.metadata
 import json
@@ -153,3 +154,16 @@ class StepTimes:
         """Over the batches after the first `skip` (iterator start-up and prefetch filling)."""
         times = self.times[skip:]
         return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+def nhwc_shape(text) -> list:
+    """The argparse type of --shape: "batch,height,width,channels", four whole numbers from 1."""
+    try:
+        shape = [int(size) for size in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"takes four whole numbers from 1, batch,height,width,channels, not {text!r}"
+        )
+    return shape

@@ -157,7 +157,9 @@ def table(results, threads):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="32,8,8,128", help="batch,height,width,channels")
+    parser.add_argument(
+        "--shape", type=common.nhwc_shape, default="32,8,8,128", help="batch,height,width,channels"
+    )
     parser.add_argument("--filters", type=int, default=128)
     parser.add_argument("--kernel", type=int, default=3)
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
@@ -167,13 +169,13 @@ def parse_args(argv):
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--direction", choices=DIRECTIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    text = args.threads
     try:
-        args.shape = [int(size) for size in args.shape.split(",")]
-        args.threads = [int(count) for count in args.threads.split(",")]
+        args.threads = [int(count) for count in text.split(",")]
     except ValueError:
-        parser.error("--shape and --threads take comma-separated whole numbers")
-    if len(args.shape) != 4 or min(args.shape + args.threads) < 1:
-        parser.error("--shape is batch,height,width,channels and --threads at least 1 each")
+        args.threads = [0]
+    if min(args.threads) < 1:
+        parser.error(f"--threads takes comma-separated whole numbers from 1, not {text!r}")
     if min(args.filters, args.rounds, args.calls) < 1:
         parser.error("--filters, --rounds and --calls take whole numbers from 1")
     # TensorFlow's SAME padding and PyTorch's kernel // 2 agree only for odd kernels.

@@ -225,7 +225,12 @@ def table(figures, dtypes):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="128,32,32,16", help="batch,height,width,channels")
+    parser.add_argument(
+        "--shape",
+        type=common.nhwc_shape,
+        default="128,32,32,16",
+        help="batch,height,width,channels",
+    )
     parser.add_argument("--dtypes", default=",".join(DTYPES), help=f"from {', '.join(DTYPES)}")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--rounds", type=int, default=3)
@@ -233,12 +238,6 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per op and process")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
-        args.shape = [int(size) for size in args.shape.split(",")]
-    except ValueError:
-        args.shape = []
-    if len(args.shape) != 4 or min(args.shape) < 1:
-        parser.error("--shape takes four whole numbers from 1: batch,height,width,channels")
     args.dtypes = [dtype.strip() for dtype in args.dtypes.split(",") if dtype.strip()]
     unknown = [dtype for dtype in args.dtypes if dtype not in DTYPES]
     if unknown or not args.dtypes:
