@@ -244,6 +244,14 @@ class HardwareConfig:
         "whose graphs TensorFlow rewrites to bfloat16 for oneDNN (CPUs with fast bf16 only)",
         choices="training.hardware.PRECISIONS",
     )
+    threads: str = option(
+        "auto",
+        "CPU threads: one_per_op runs each op on one core, as many ops at once as cores; "
+        "tensorflow keeps TensorFlow's pools (each op on every core); auto: one_per_op for "
+        "inputs of at most 32x32 in batches of at most 32 on CPUs of at most 2 cores "
+        "(lenet5 and resnet20 1.2-1.3x the images/s), else tensorflow",
+        choices="training.hardware.THREADS",
+    )
     strategy: str = option(
         "auto",
         "auto: mirrored over several local GPUs, else one device; multi_worker reads TF_CONFIG",

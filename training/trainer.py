@@ -470,6 +470,7 @@ def evaluate(
     epochs_run,
     policy,
     replicas,
+    threads,
     train_images_per_second=None,
 ) -> dict:
     """metrics.json: the test split, evaluated once, and what the run measured.
@@ -495,6 +496,7 @@ def evaluate(
         "params": model.count_params(),
         "trainable_params": transfer.trainable_params(model),
         "precision": policy,
+        "threads": threads,
         "replicas": replicas,
     }
     if "top5_accuracy" in test:
@@ -510,6 +512,10 @@ def evaluate(
 def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     """Run one training job end to end and return where it landed and what it measured."""
     config.validate()
+    # First: TensorFlow fixes its thread pools when it runs its first op.
+    threads = hardware.apply_threads(
+        config.hardware.threads, input_shape_for(config, 1)[0], config.data.batch_size
+    )
     policy = hardware.resolve_precision(config.hardware.precision, config.model.name)
     hardware.apply_precision(policy)
     # The strategy first: a multi-worker strategy must exist before any other TensorFlow op.
@@ -540,7 +546,8 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     run = open_run_dir(config, resolved, strategy)
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
     log.info(
-        "%s %s: %s, %d classes, %s train / %s validation / %s test, input %s, %s, %d replica(s)",
+        "%s %s: %s, %d classes, %s train / %s validation / %s test, input %s, %s, threads %s, "
+        "%d replica(s)",
         "Resuming" if run.resume else "Run",
         run.path,
         config.data.dataset,
@@ -550,6 +557,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         prepared.num_examples["test"],
         prepared.input_shape,
         policy,
+        threads,
         replicas,
     )
 
@@ -643,6 +651,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         epochs_run=epochs_run,
         policy=policy,
         replicas=replicas,
+        threads=threads,
         train_images_per_second=throughput.images_per_second,
     )
     log.info(

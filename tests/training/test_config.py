@@ -222,6 +222,7 @@ BAD_FLAGS = [
     (["--precision", "fp8"], "precision 'fp8'"),
     (["--steps-per-execution", "0"], "hardware.steps_per_execution"),
     (["--seed", "-1"], "seed must be an integer in"),
+    (["--threads", "all"], "threads 'all'"),
     (["--strategy", "parameter_server"], "strategy 'parameter_server'"),
     (["--strategy", "multi_worker"], "multi_worker needs an explicit run_name"),
     (["--run-name", "../escape"], "output.run_name '../escape'"),
@@ -317,12 +318,13 @@ def test_the_help_lists_the_valid_names_from_the_owning_registries():
         for _, field in leaf_fields(TrainConfig)
         if field.metadata.get("choices")
     }
-    assert len(registries) == 8
+    assert len(registries) == 9
     for names in (
         optimizers.OPTIMIZERS,
         schedules.SCHEDULES,
         tuple(augment.PRESETS),
         hardware.PRECISIONS,
+        hardware.THREADS,
         hardware.STRATEGIES,
         options.NORMALIZATIONS,
     ):

@@ -3,6 +3,8 @@
 import json
 import pathlib
 import re
+import subprocess
+import sys
 import types
 
 import keras
@@ -107,6 +109,88 @@ def test_unknown_precision_lists_the_valid_ones(call):
     assert "'float16'" in message
     for name in hardware.PRECISIONS:
         assert name in message
+
+
+@pytest.mark.parametrize(
+    "side, batch, cores, expected",
+    [
+        (32, 32, 2, "one_per_op"),  # the default job: lenet5 at 32x32, batch 32
+        (28, 16, 1, "one_per_op"),
+        (32, 64, 2, "tensorflow"),  # larger batches: each op has loops worth sharing
+        (64, 32, 2, "tensorflow"),  # larger images, likewise
+        (32, 32, 4, "tensorflow"),  # not measured on more cores
+    ],
+)
+def test_auto_threads_branches(monkeypatch, side, batch, cores, expected):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    assert hardware.resolve_threads("auto", side, batch, cores=cores) == expected
+
+
+def test_auto_threads_keep_tensorflows_pools_with_a_gpu_or_unknown_job(monkeypatch):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(8, 0)])
+    assert hardware.resolve_threads("auto", 32, 32, cores=2) == "tensorflow"
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    assert hardware.resolve_threads("auto", cores=2) == "tensorflow"
+
+
+@pytest.mark.parametrize("mode", ["tensorflow", "one_per_op"])
+def test_explicit_threads_are_kept(monkeypatch, mode):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    assert hardware.resolve_threads(mode, 224, 256, cores=64) == mode
+
+
+def test_unknown_threads_list_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        hardware.apply_threads("max")
+    for name in ("'max'", *hardware.THREADS):
+        assert name in str(error.value)
+
+
+THREADS_BEFORE_THE_FIRST_OP = """
+first = hardware.apply_threads("one_per_op")
+pools = [tf.config.threading.get_intra_op_parallelism_threads(),
+         tf.config.threading.get_inter_op_parallelism_threads()]
+tf.constant(1.0) + 1.0
+later = hardware.apply_threads("tensorflow")  # leaves the pools as they are
+"""
+THREADS_AFTER_THE_FIRST_OP = """
+tf.constant(1.0) + 1.0
+first = hardware.apply_threads("one_per_op")  # too late: TensorFlow's pools stay
+pools = [tf.config.threading.get_intra_op_parallelism_threads(),
+         tf.config.threading.get_inter_op_parallelism_threads()]
+later = hardware.threads_in_effect()
+"""
+
+
+@pytest.mark.parametrize(
+    "body, first, pools, warned",
+    [
+        (THREADS_BEFORE_THE_FIRST_OP, "one_per_op", "one_per_op", False),
+        (THREADS_AFTER_THE_FIRST_OP, "tensorflow", "tensorflow", True),
+    ],
+)
+def test_apply_threads_sizes_the_pools_only_before_tensorflow_starts(body, first, pools, warned):
+    """Each in a fresh process: TensorFlow's pools are per process and fixed at its first op."""
+    script = "\n".join(
+        [
+            "import json, logging, tensorflow as tf",
+            "from training import hardware",
+            "logging.basicConfig(level=logging.WARNING)",
+            body,
+            "print(json.dumps({'first': first, 'pools': pools, 'later': later,",
+            "                  'cores': hardware.cpu_cores()}))",
+        ]
+    )
+    root = pathlib.Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["first"] == report["later"] == first
+    expected_pools = [1, report["cores"]] if pools == "one_per_op" else [0, 0]
+    assert report["pools"] == expected_pools
+    assert ("threads one_per_op cannot apply" in result.stderr) == warned
 
 
 def lenet5_and_data(num_examples=32):

@@ -14,7 +14,7 @@ import yaml
 
 import zoo
 from tests.conftest import REPO
-from training import TrainConfig, train
+from training import TrainConfig, hardware, train
 from training.config import from_dict
 
 
@@ -65,6 +65,8 @@ def test_a_run_leaves_everything_behind(default_run):
     ):
         assert key in metrics
     assert metrics["epochs_completed"] == len(default_run.history["loss"])
+    # The pools this process runs with (fixed by whichever run or test started TensorFlow).
+    assert metrics["threads"] == hardware.threads_in_effect()
     # Epochs count from 1 everywhere: history.csv, curves.png and best_epoch agree.
     assert default_run.history["epoch"] == list(range(1, metrics["epochs_completed"] + 1))
     best = default_run.history["val_loss"].index(min(default_run.history["val_loss"]))
