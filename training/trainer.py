@@ -74,6 +74,13 @@ def input_shape_for(config: TrainConfig, channels: int, source_shape=None) -> tu
     return (height, width, channels)
 
 
+def apply_threads(config: TrainConfig) -> str:
+    """hardware.apply_threads for this run's input side and batch; call it before TensorFlow's
+    first op, which fixes the thread pools. Returns the mode in effect."""
+    side = input_shape_for(config, channels=1)[0]  # the side does not depend on the channels
+    return hardware.apply_threads(config.hardware.threads, side, config.data.batch_size)
+
+
 def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:
     kwargs = {"input_shape": input_shape, "num_classes": num_classes}
     if config.model.binary:  # the probability of the second class
@@ -512,10 +519,7 @@ def evaluate(
 def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     """Run one training job end to end and return where it landed and what it measured."""
     config.validate()
-    # First: TensorFlow fixes its thread pools when it runs its first op.
-    threads = hardware.apply_threads(
-        config.hardware.threads, input_shape_for(config, 1)[0], config.data.batch_size
-    )
+    threads = apply_threads(config)  # first: TensorFlow fixes its pools at its first op
     policy = hardware.resolve_precision(config.hardware.precision, config.model.name)
     hardware.apply_precision(policy)
     # The strategy first: a multi-worker strategy must exist before any other TensorFlow op.

@@ -294,9 +294,7 @@ def run_search(fixed: dict, settings: SearchSettings, space_overrides=None) -> S
     from training import hardware, trainer
     from tuning.hypermodel import TrialHyperModel, prepare_data
 
-    # Before TensorFlow's first op, which fixes its thread pools (for the base batch size).
-    side = trainer.input_shape_for(config, 1)[0]
-    hardware.apply_threads(config.hardware.threads, side, config.data.batch_size)
+    trainer.apply_threads(config)  # before TensorFlow's first op; for the base batch size
     # The data and the transfer source are read, and checked, before the search directory.
     source = trainer.transfer_source(config)
     search_data = prepare_data(config, source)
