@@ -93,7 +93,9 @@ def write_results(benchmark, facts, results) -> pathlib.Path:
 def facts_line(facts) -> str:
     flags = ", ".join(flag for flag, present in facts["flags"].items() if present) or "none"
     versions = ", ".join(f"{k} {v}" for k, v in facts["versions"].items() if v)
-    return f"{facts['cpu']}, {facts['cores']} cores, flags: {flags}; {versions}"
+    line = f"{facts['cpu']}, {facts['cores']} cores, flags: {flags}; {versions}"
+    # TensorFlow's pools (training.hardware.threads_in_effect), where the benchmark sets them.
+    return f"{line}; TensorFlow threads {facts['threads']}" if "threads" in facts else line
 
 
 def markdown_table(header, rows) -> str:
@@ -154,6 +156,17 @@ class StepTimes:
         """Over the batches after the first `skip` (iterator start-up and prefetch filling)."""
         times = self.times[skip:]
         return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+def positive_int(text) -> int:
+    """The argparse type of a count such as --batch: a whole number from 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 1, not {text!r}")
+    return value
 
 
 def nhwc_shape(text) -> list:

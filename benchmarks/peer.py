@@ -2,15 +2,18 @@
 builds and compiles them: training and inference images/s, in alternating rounds.
 
     pip install -e '.[bench]'        # torch==2.13.0, the CPU build
-    python -m benchmarks.peer [--models lenet5,resnet20] [--rounds 5] [--seconds 3]
+    python -m benchmarks.peer [--models lenet5,resnet20] [--batch 32] [--threads auto]
+        [--rounds 5] [--seconds 3]
 
 PyTorch runs each model in several settings (float32; channels_last; channels_last with
 bfloat16 autocast where the CPU has bfloat16; the last of these under `torch.compile`, PyTorch
 2's own speed path: inductor's generated C++ around oneDNN's convolutions, left out with a
 message where it does not work, as without a C++ compiler) and the table compares Keras with
-the fastest of them, round by round. Keras runs at the trainer's defaults (`--precision auto`)
-at the batch of benchmarks.throughput.MODELS (128), fed from tensors in memory as PyTorch is,
-and also through the trainer's tf.data pipeline with its default augmentation (none). Both
+the fastest of them, round by round (PyTorch on all the cores: one thread trained slower at
+batch 32 and 128). Keras runs at the trainer's defaults (`--precision auto`, and the threads
+`--threads auto` picks: one thread per op at `--batch 32`, TensorFlow's pools at the default
+batch of benchmarks.throughput.MODELS, 128), fed from tensors in memory as PyTorch is, and also
+through the trainer's tf.data pipeline with its default augmentation (none). Both
 sides are the zoo's architectures exactly (the parameter counts are checked): LeNet-5 with its
 partial C3 table and trainable subsampling, the CIFAR ResNet-20 with option-A shortcuts.
 Writes benchmarks/results/<machine>-<date>-peer.json.
@@ -155,11 +158,12 @@ def param_counts(name):
 class TorchCase:
     """One PyTorch model in one setting (layout, autocast), trained and run on one batch."""
 
-    def __init__(self, name, setting, seconds):
+    def __init__(self, name, setting, seconds, batch=None):
         torch = import_torch()
         self.torch = torch
         self.name, self.setting = f"{name} torch {setting}", setting
         shape, self.batch = throughput.MODELS[name]
+        self.batch = batch or self.batch
         self.model = build_torch_model(name)
         generator = torch.Generator().manual_seed(0)
         images = torch.rand(self.batch, shape[2], shape[0], shape[1], generator=generator)
@@ -211,11 +215,16 @@ class KerasCase:
     pipeline augments as `training.run` does by default (benchmarks.throughput measures the
     cost of the standard augmentation)."""
 
-    def __init__(self, name, precision, seconds):
+    def __init__(self, name, precision, seconds, batch=None):
         self.precision = precision
         augmentation = TrainConfig().augment.preset
         self.case = throughput.Case(
-            name, precision, seconds, measurements=throughput.FED, augmentation=augmentation
+            name,
+            precision,
+            seconds,
+            batch=batch,
+            measurements=throughput.FED,
+            augmentation=augmentation,
         )
         self.name = f"{name} keras {precision}"
 
@@ -244,13 +253,21 @@ def torch_compile_problem(torch):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
+    parser.add_argument(
+        "--batch", type=common.positive_int, default=None, help="both sides' (default: 128)"
+    )
+    throughput.add_threads_argument(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     args = parser.parse_args(argv)
     models = throughput.parse_list(args.models, MODELS, "model")
+    batches = {name: args.batch or throughput.MODELS[name][1] for name in models}
+    inputs = [(throughput.MODELS[name][0], batches[name]) for name in models]
     torch = import_torch()
+    # Before TensorFlow's first op (the parameter counts below build Keras models).
+    threads = hardware.apply_threads(throughput.threads_for(args.threads, inputs))
 
-    facts = common.machine_facts()
+    facts = {**common.machine_facts(), "threads": threads}
     facts["torch_threads"] = torch.get_num_threads()
     print(common.facts_line(facts), flush=True)
     problem = torch_compile_problem(torch)
@@ -265,13 +282,14 @@ def main(argv=None):
         if got != expected:
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")
         print(f"building and warming up {name}", flush=True)
-        keras_case = KerasCase(name, hardware.resolve_precision("auto", name), args.seconds)
+        precision = hardware.resolve_precision("auto", name)
+        keras_case = KerasCase(name, precision, args.seconds, batches[name])
         precisions[name] = keras_case.precision
         measured += [(keras_case, m) for m in throughput.FED]
         for setting in settings:
             if setting.endswith(COMPILED):
                 print(f"compiling {name} with torch.compile ({setting})", flush=True)
-            case = TorchCase(name, setting, args.seconds)
+            case = TorchCase(name, setting, args.seconds, batches[name])
             measured += [(case, "train"), (case, "infer")]
     figures = common.run_rounds(measured, args.rounds, lambda key: key[0].measure(key[1]))
     by_name = {(case.name, m): values for (case, m), values in figures.items()}
@@ -288,6 +306,7 @@ def main(argv=None):
             result = {
                 "model": name,
                 "kind": kind,
+                "batch": batches[name],
                 "keras_precision": precision,
                 "keras_memory": memory,
                 "keras_pipeline": pipeline,
@@ -301,6 +320,7 @@ def main(argv=None):
                 [
                     name,
                     kind,
+                    batches[name],
                     *(f"{common.median(torch_runs[s]):,.0f}" for s in settings),
                     f"{common.median(memory):,.0f}",
                     f"{common.median(pipeline):,.0f}",
@@ -311,6 +331,7 @@ def main(argv=None):
     header = [
         "model",
         "step",
+        "batch",
         *(f"PyTorch {s}" for s in settings),
         "Keras (auto precision), memory",
         f"Keras (auto precision), pipeline (augment {TrainConfig().augment.preset})",

@@ -4,12 +4,13 @@ inference, fed from tensors in memory and through the trainer's tf.data pipeline
 TF Serving runs) on uint8 images. The gap between memory and pipeline is the pipeline's cost.
 
     python -m benchmarks.throughput [--models lenet5,resnet20] [--precisions float32]
-        [--rounds 3] [--seconds 3]
+        [--batch 32] [--threads auto] [--rounds 3] [--seconds 3]
 
 Models are built and compiled by the trainer's own functions (training.trainer.build_model,
-compile_model), so the figures follow its defaults. Rounds alternate over every case; the
-table shows medians and the median per-round ratio pipeline / in memory. Writes
-benchmarks/results/<machine>-<date>-throughput.json.
+compile_model), so the figures follow its defaults, its thread pools included (`--threads`, as
+`training.run` takes it; `auto` picks one thread per op for the small models at `--batch 32`).
+Rounds alternate over every case; the table shows medians and the median per-round ratio
+pipeline / in memory. Writes benchmarks/results/<machine>-<date>-throughput.json.
 """
 
 import argparse
@@ -265,6 +266,33 @@ def summarize(cases, figures):
     return results, common.markdown_table(header, rows)
 
 
+def threads_for(mode, inputs, *, cores=None):
+    """The thread mode (training.hardware.THREADS) for cases of `inputs`, (input shape, batch)
+    pairs, as the trainer resolves `mode` for each. TensorFlow has one set of pools per process,
+    so `auto` must resolve alike for every case; where it does not, this stops and says so."""
+    resolved = {
+        shape[0]: hardware.resolve_threads(mode, shape[0], batch, cores=cores)
+        for shape, batch in inputs
+    }
+    if len(set(resolved.values())) > 1:
+        sizes = ", ".join(f"{side}x{side}: {threads}" for side, threads in resolved.items())
+        raise SystemExit(
+            f"--threads {mode} resolves differently for these cases ({sizes}), and a process "
+            f"has one set of thread pools: pass --threads one of "
+            f"{', '.join(t for t in hardware.THREADS if t != mode)}, or measure them apart"
+        )
+    return next(iter(resolved.values()), "tensorflow")
+
+
+def add_threads_argument(parser):
+    parser.add_argument(
+        "--threads",
+        choices=hardware.THREADS,
+        default="auto",
+        help="TensorFlow's thread pools, as training.run's --threads (default: auto)",
+    )
+
+
 def parse_list(text, allowed, what):
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
@@ -277,22 +305,29 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     parser.add_argument("--precisions", default=None, help="default: all this machine has")
+    parser.add_argument(
+        "--batch", type=common.positive_int, default=None, help="every model's (default: MODELS')"
+    )
+    add_threads_argument(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     args = parser.parse_args(argv)
     available = precisions_available()
     models = parse_list(args.models, MODELS, "model")
     precisions = parse_list(args.precisions or ",".join(available), available, "precision")
+    inputs = [(MODELS[name][0], args.batch or MODELS[name][1]) for name in models]
+    # Before TensorFlow's first op, which fixes its pools.
+    threads = hardware.apply_threads(threads_for(args.threads, inputs))
     if not hardware.gpu_compute_capabilities():
         print("No GPU: mixed_float16 and the SavedModel on a GPU are skipped.")
 
-    facts = common.machine_facts()
+    facts = {**common.machine_facts(), "threads": threads}
     print(common.facts_line(facts), flush=True)
     cases = []
     for model_name in models:
         for precision in precisions:
             print(f"building and warming up {model_name} {precision}", flush=True)
-            cases.append(Case(model_name, precision, args.seconds))
+            cases.append(Case(model_name, precision, args.seconds, batch=args.batch))
     keys = [(case.name, m) for case in cases for m in MEASUREMENTS]
     by_name = {case.name: case for case in cases}
     figures = common.run_rounds(keys, args.rounds, lambda key: by_name[key[0]].measure(key[1]))

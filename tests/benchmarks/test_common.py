@@ -1,4 +1,7 @@
+import argparse
 import json
+
+import pytest
 
 from benchmarks import common
 
@@ -31,3 +34,17 @@ def test_the_machine_name_tells_the_widest_arithmetic_of_the_cpu():
     assert common.machine_name(facts("avx2", "avx512f")).endswith("-2cores-avx512")
     assert common.machine_name(facts("avx2", "fma")).endswith("-2cores-avx2")
     assert common.machine_name(facts()).endswith("-2cores-novector")
+
+
+def test_a_count_argument_takes_whole_numbers_from_one():
+    assert common.positive_int("32") == 32
+    for text in ("0", "-1", "2.5", "all"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"from 1, not '{text}'"):
+            common.positive_int(text)
+
+
+def test_the_facts_line_names_the_thread_pools_where_a_benchmark_set_them():
+    facts = common.machine_facts()
+    assert "threads" not in common.facts_line(facts)
+    line = common.facts_line({**facts, "threads": "one_per_op"})
+    assert line.endswith("; TensorFlow threads one_per_op")

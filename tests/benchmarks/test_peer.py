@@ -34,3 +34,9 @@ def test_a_compiled_case_trains_and_computes_what_its_eager_model_does():
         compiled = case.model(case.images)
         eager = case.model._orig_mod(case.images)  # the same module and weights, not compiled
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_case_runs_at_the_batch_asked_for():
+    case = peer.TorchCase("lenet5", "channels_last", seconds=0.01, batch=8)
+    assert case.images.shape == (8, 1, 32, 32) and case.labels.shape == (8,)
+    assert case.measure("train") > 0

@@ -47,3 +47,26 @@ def test_the_served_measurement_times_the_exported_model_on_uint8_images():
     # Timed per call: one batch a mark.
     assert case.steps(throughput.SERVED) == case.marks[throughput.SERVED]
     assert case.measure(throughput.SERVED) > 0
+
+
+@pytest.fixture
+def two_cores_no_gpu(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+
+
+def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_cores_no_gpu):
+    small = [((32, 32, 1), 32), ((32, 32, 3), 32)]
+    assert throughput.threads_for("auto", small) == "one_per_op"
+    assert throughput.threads_for("auto", [((32, 32, 3), 128)]) == "tensorflow"
+    assert throughput.threads_for("one_per_op", [((96, 96, 3), 32)]) == "one_per_op"
+
+
+def test_cases_auto_resolves_apart_are_refused_before_anything_runs(
+    two_cores_no_gpu, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(throughput.common, "RESULTS_DIR", tmp_path)
+    with pytest.raises(SystemExit, match="32x32: one_per_op, 96x96: tensorflow") as refused:
+        throughput.main(["--models", "lenet5,mobilenet_v2", "--batch", "32", "--rounds", "1"])
+    assert "pass --threads one of tensorflow, one_per_op" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
