@@ -2,11 +2,13 @@
 model, built and compiled by the trainer's own functions, and its ops ranked by their time.
 
     python -m benchmarks.profile [--model resnet20] [--precision auto] [--batch 128]
-        [--input memory] [--seconds 5] [--top 15]
+        [--threads auto] [--input memory] [--seconds 5] [--top 15]
 
 Prints a table of op types (TensorFlow's kernel names, oneDNN's `_Mkl...` among them): their
 milliseconds per training step summed over the executor's threads, their share of that sum, and
 how many run per step; the tf.data ops of the pipeline (`--input pipeline`) are listed apart.
+TensorFlow's thread pools are the trainer's for that model and batch (`--threads`, as
+`training.run` takes it: at `--batch 32` the 32x32 models run one thread per op).
 The trace stays in benchmarks/results/profile-<model>/ for TensorBoard's profile plugin
 (`pip install tensorboard-plugin-profile`, then `tensorboard --logdir` on that folder); the
 table goes into benchmarks/results/<machine>-<date>-profile-<model>.json.
@@ -29,7 +31,7 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import common
-from benchmarks.throughput import MODELS, Case
+from benchmarks.throughput import MODELS, Case, add_threads_argument, threads_for
 from training import hardware
 
 # An op kernel's event: "scope/name:OpType" (names with "::" are the runtime's own TraceMe).
@@ -98,12 +100,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20", choices=sorted(MODELS))
     parser.add_argument("--precision", default="auto", help="auto, float32 or mixed_bfloat16")
-    parser.add_argument("--batch", type=int, help="default: the model's in benchmarks.throughput")
+    parser.add_argument(
+        "--batch", type=common.positive_int, help="default: the model's in benchmarks.throughput"
+    )
+    add_threads_argument(parser)
     parser.add_argument("--input", default="memory", choices=("memory", "pipeline"))
     parser.add_argument("--seconds", type=float, default=5.0, help="of traced training")
     parser.add_argument("--top", type=int, default=15, help="op types shown per group")
     args = parser.parse_args(argv)
 
+    shape, batch = MODELS[args.model]
+    # Before TensorFlow's first op, which fixes its pools.
+    threads = hardware.apply_threads(threads_for(args.threads, [(shape, args.batch or batch)]))
     precision = hardware.resolve_precision(args.precision, args.model)
     measurement = f"train/{args.input}"
     # The default pipeline of the trainer: no augmentation.
@@ -118,7 +126,7 @@ def main(argv=None):
     logdir = common.RESULTS_DIR / f"profile-{args.model}"
     steps = profile(case, measurement, logdir)
     rows, step_ms = table_rows(op_times(read_trace(logdir)), steps, args.top)
-    facts = common.machine_facts()
+    facts = {**common.machine_facts(), "threads": threads}
     print(
         f"{case.name}, batch {case.batch}, {args.input} input: {steps} traced steps, "
         f"{step_ms:.1f} ms of model ops per step (summed over threads)"
