@@ -271,11 +271,13 @@ def threads_for(mode, inputs, *, cores=None):
     pairs, as the trainer resolves `mode` for each. TensorFlow has one set of pools per process,
     so `auto` must resolve alike for every case; where it does not, this stops and says so."""
     resolved = {
-        shape[0]: hardware.resolve_threads(mode, shape[0], batch, cores=cores)
+        (shape[0], batch): hardware.resolve_threads(mode, shape[0], batch, cores=cores)
         for shape, batch in inputs
     }
     if len(set(resolved.values())) > 1:
-        sizes = ", ".join(f"{side}x{side}: {threads}" for side, threads in resolved.items())
+        sizes = ", ".join(
+            f"{side}x{side} batch {batch}: {threads}" for (side, batch), threads in resolved.items()
+        )
         raise SystemExit(
             f"--threads {mode} resolves differently for these cases ({sizes}), and a process "
             f"has one set of thread pools: pass --threads one of "

@@ -66,7 +66,9 @@ def test_cases_auto_resolves_apart_are_refused_before_anything_runs(
     two_cores_no_gpu, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(throughput.common, "RESULTS_DIR", tmp_path)
-    with pytest.raises(SystemExit, match="32x32: one_per_op, 96x96: tensorflow") as refused:
+    with pytest.raises(
+        SystemExit, match="32x32 batch 32: one_per_op, 96x96 batch 32: tensorflow"
+    ) as refused:
         throughput.main(["--models", "lenet5,mobilenet_v2", "--batch", "32", "--rounds", "1"])
     assert "pass --threads one of tensorflow, one_per_op" in str(refused.value)
     assert list(tmp_path.iterdir()) == []
