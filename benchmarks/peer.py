@@ -265,7 +265,7 @@ def main(argv=None):
     inputs = [(throughput.MODELS[name][0], batches[name]) for name in models]
     torch = import_torch()
     # Before TensorFlow's first op (the parameter counts below build Keras models).
-    threads = hardware.apply_threads(throughput.threads_for(args.threads, inputs))
+    threads = throughput.apply_threads_for(args.threads, inputs)
 
     facts = {**common.machine_facts(), "threads": threads}
     facts["torch_threads"] = torch.get_num_threads()

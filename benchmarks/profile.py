@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import common
-from benchmarks.throughput import MODELS, Case, add_threads_argument, threads_for
+from benchmarks.throughput import MODELS, Case, add_threads_argument, apply_threads_for
 from training import hardware
 
 # An op kernel's event: "scope/name:OpType" (names with "::" are the runtime's own TraceMe).
@@ -110,8 +110,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     shape, batch = MODELS[args.model]
-    # Before TensorFlow's first op, which fixes its pools.
-    threads = hardware.apply_threads(threads_for(args.threads, [(shape, args.batch or batch)]))
+    threads = apply_threads_for(args.threads, [(shape, args.batch or batch)])
     precision = hardware.resolve_precision(args.precision, args.model)
     measurement = f"train/{args.input}"
     # The default pipeline of the trainer: no augmentation.

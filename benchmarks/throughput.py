@@ -286,6 +286,12 @@ def threads_for(mode, inputs, *, cores=None):
     return next(iter(resolved.values()), "tensorflow")
 
 
+def apply_threads_for(mode, inputs) -> str:
+    """Size TensorFlow's pools for the cases of `inputs` (threads_for) and return the mode in
+    effect; call it before TensorFlow's first op, which fixes them."""
+    return hardware.apply_threads(threads_for(mode, inputs))
+
+
 def add_threads_argument(parser):
     parser.add_argument(
         "--threads",
@@ -318,8 +324,7 @@ def main(argv=None):
     models = parse_list(args.models, MODELS, "model")
     precisions = parse_list(args.precisions or ",".join(available), available, "precision")
     inputs = [(MODELS[name][0], args.batch or MODELS[name][1]) for name in models]
-    # Before TensorFlow's first op, which fixes its pools.
-    threads = hardware.apply_threads(threads_for(args.threads, inputs))
+    threads = apply_threads_for(args.threads, inputs)
     if not hardware.gpu_compute_capabilities():
         print("No GPU: mixed_float16 and the SavedModel on a GPU are skipped.")
 
