@@ -75,9 +75,11 @@ def input_shape_for(config: TrainConfig, channels: int, source_shape=None) -> tu
 
 
 def apply_threads(config: TrainConfig) -> str:
-    """hardware.apply_threads for this run's input side and batch; call it before TensorFlow's
-    first op, which fixes the thread pools. Returns the mode in effect."""
-    side = input_shape_for(config, channels=1)[0]  # the side does not depend on the channels
+    """hardware.apply_threads for this run's input side (a transfer source's, read from its
+    file) and batch; call it before TensorFlow's first op, which fixes the thread pools.
+    Returns the mode in effect."""
+    source_shape = transfer.saved_input_shape(config.model.init_from)
+    side = input_shape_for(config, 1, source_shape)[0]  # the side does not depend on channels
     return hardware.apply_threads(config.hardware.threads, side, config.data.batch_size)
 
 

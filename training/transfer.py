@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import pathlib
+import zipfile
 
 import keras
 import numpy as np
@@ -143,6 +144,27 @@ def source_file(init_from) -> pathlib.Path:
         f"or imagenet; got {path}.",
     )
     return path
+
+
+def saved_input_shape(init_from) -> tuple | None:
+    """The (height, width, channels) of the model a run directory or .keras file holds, read
+    from the file's config.json (the .keras format's architecture record) without running a
+    TensorFlow op: the thread pools are sized by the input before TensorFlow's first op, and
+    loading the model is one. None for imagenet or a file this cannot read; load_source then
+    says what is wrong with it."""
+    if init_from is None or init_from == IMAGENET:
+        return None
+    try:
+        with zipfile.ZipFile(source_file(init_from)) as archive:
+            architecture = json.loads(archive.read("config.json"))
+        first = architecture["config"]["layers"][0]
+        shape = first["config"]["batch_shape"]
+    # ValueError: source_file's ConfigError (no such file) or config.json that is not JSON.
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
+        return None
+    if first.get("class_name") != "InputLayer" or len(shape) != 4:
+        return None
+    return tuple(shape[1:])
 
 
 def load_source(config, imagenet_input_shape=None) -> Source:

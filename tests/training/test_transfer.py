@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+import zoo
 from tests.conftest import REPO
 from training import TrainConfig, data, train, trainer, transfer
 from training.checks import ConfigError
@@ -279,6 +280,28 @@ def test_errors_come_before_any_run_directory(tmp_path, source_run):
         TrainConfig().replace({"model": {"init_from": "imagenet"}}).validate()
     with pytest.raises(ConfigError, match="need.* --init-from"):
         TrainConfig().replace({"transfer": {"mode": "linear_probe"}}).validate()
+
+
+def test_threads_are_sized_for_the_sources_input_read_from_its_file(
+    tmp_path, source_run, monkeypatch
+):
+    """A source trained at 64x64 sizes a lenet5 run's pools for 64x64, not lenet5's 32x32."""
+    assert transfer.saved_input_shape(source_run.run_dir) == (32, 32, 1)
+    wide = tmp_path / "wide.keras"
+    zoo.create("lenet5", input_shape=(64, 64, 3), num_classes=5).save(wide)
+    assert transfer.saved_input_shape(wide) == (64, 64, 3)
+    not_a_zip = tmp_path / "broken.keras"
+    not_a_zip.write_text("not a zip")
+    for unreadable in (None, "imagenet", tmp_path / "missing.keras", not_a_zip):
+        assert transfer.saved_input_shape(unreadable) is None  # load_source reports the file
+
+    sized = []
+    monkeypatch.setattr(
+        trainer.hardware, "apply_threads", lambda mode, side, batch: sized.append((side, batch))
+    )
+    trainer.apply_threads(digits_config(tmp_path, model={"init_from": str(wide)}))
+    trainer.apply_threads(digits_config(tmp_path, model={"init_from": str(not_a_zip)}))
+    assert sized == [(64, 32), (32, 32)]
 
 
 def test_help_shows_the_table(capsys):
