@@ -8,7 +8,8 @@ TF Serving runs) on uint8 images. The gap between memory and pipeline is the pip
 
 Models are built and compiled by the trainer's own functions (training.trainer.build_model,
 compile_model), so the figures follow its defaults, its thread pools included (`--threads`, as
-`training.run` takes it; `auto` picks one thread per op for the small models at `--batch 32`).
+`training.run` takes it; `auto` picks one thread per op for the small models at `--batch 32`
+on 2 AMX cores).
 Rounds alternate over every case; the table shows medians and the median per-round ratio
 pipeline / in memory. Writes benchmarks/results/<machine>-<date>-throughput.json.
 """

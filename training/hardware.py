@@ -49,20 +49,28 @@ def gpu_compute_capabilities() -> list:
     ]
 
 
-def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
-    """Whether the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16).
-
-    Reads Linux's /proc/cpuinfo; elsewhere the answer is False, which keeps float32.
-    """
+def cpu_flags(cpuinfo="/proc/cpuinfo") -> frozenset:
+    """The CPU's feature flags as Linux's /proc/cpuinfo names them; empty elsewhere."""
     try:
         text = pathlib.Path(cpuinfo).read_text()
     except OSError:
-        return False
+        return frozenset()
     flags = set()
     for line in text.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
-    return bool(flags & BF16_CPU_FLAGS)
+    return frozenset(flags)
+
+
+def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16); False
+    where /proc/cpuinfo cannot say, which keeps float32."""
+    return bool(cpu_flags(cpuinfo) & BF16_CPU_FLAGS)
+
+
+def cpu_has_amx(cpuinfo="/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX's bfloat16 matrix units (ONE_PER_OP_CPU_FLAG)."""
+    return ONE_PER_OP_CPU_FLAG in cpu_flags(cpuinfo)
 
 
 def resolve_precision(mode="auto", model_name=None) -> str:
@@ -94,13 +102,18 @@ def resolve_precision(mode="auto", model_name=None) -> str:
 # cores, so the backward's independent input and filter gradients run side by side instead of
 # each op handing its small loops to every core. `auto` picks one_per_op where it was measured
 # faster: inputs of at most 32x32 pixels in batches of at most 32 per replica on CPUs of at most
-# 2 cores (2-core AMX Xeon, 2026-12-07, training images/s at batch 32, alternating processes:
-# lenet5 1.23-1.30x, resnet20 1.27-1.28x, stagewise_cnn 0.99-1.03x at 32x32; at batch 64
-# stagewise_cnn 0.86-0.88x, resnet20 0.99-1.02x; resnet20 at 64x64 0.85x, mobilenet_v2
-# at 96x96 0.91-0.96x).
+# 2 cores with AMX, whose bfloat16 convolutions leave each op little work to share (2-core AMX
+# Xeon, 2026-12-07, training images/s at batch 32, alternating processes: lenet5 1.23-1.30x,
+# resnet20 1.27-1.28x, stagewise_cnn 0.99-1.03x at 32x32; at batch 64 stagewise_cnn
+# 0.86-0.88x, resnet20 0.99-1.02x; resnet20 at 64x64 0.85x, mobilenet_v2 at 96x96 0.91-0.96x).
+# On a 2-core AVX2 EPYC, whose float32 convolutions are several times slower, the same cases
+# at batch 32 measured resnet20 0.82-1.07x (median of 6 pairs 0.90), stagewise_cnn 0.79-1.29x
+# (median 0.82), lenet5 0.96-1.35x and 1.11x in the default job (docs/speed.md): TensorFlow's
+# pools stay there, and lenet5 users can pass one_per_op themselves.
 ONE_PER_OP_MAX_CORES = 2
 ONE_PER_OP_MAX_BATCH = 32
 ONE_PER_OP_MAX_SIDE = 32
+ONE_PER_OP_CPU_FLAG = "amx_bf16"
 
 
 def cpu_cores() -> int:
@@ -122,7 +135,8 @@ def resolve_threads(mode="auto", image_size=None, batch_size=None, *, cores=None
         return "tensorflow"
     cores = cpu_cores() if cores is None else cores
     small_steps = image_size <= ONE_PER_OP_MAX_SIDE and batch_size <= ONE_PER_OP_MAX_BATCH
-    return "one_per_op" if small_steps and cores <= ONE_PER_OP_MAX_CORES else "tensorflow"
+    measured_faster = small_steps and cores <= ONE_PER_OP_MAX_CORES and cpu_has_amx()
+    return "one_per_op" if measured_faster else "tensorflow"
 
 
 def apply_threads(mode="auto", image_size=None, batch_size=None) -> str:

@@ -50,12 +50,14 @@ def test_the_served_measurement_times_the_exported_model_on_uint8_images():
 
 
 @pytest.fixture
-def two_cores_no_gpu(monkeypatch):
+def two_amx_cores_no_gpu(monkeypatch):
+    """A machine where auto picks one thread per op at small batches."""
     monkeypatch.setattr(hardware, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
 
 
-def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_cores_no_gpu):
+def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_amx_cores_no_gpu):
     small = [((32, 32, 1), 32), ((32, 32, 3), 32)]
     assert throughput.threads_for("auto", small) == "one_per_op"
     assert throughput.threads_for("auto", [((32, 32, 3), 128)]) == "tensorflow"
@@ -63,7 +65,7 @@ def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_cor
 
 
 def test_cases_auto_resolves_apart_are_refused_before_anything_runs(
-    two_cores_no_gpu, tmp_path, monkeypatch
+    two_amx_cores_no_gpu, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(throughput.common, "RESULTS_DIR", tmp_path)
     with pytest.raises(

@@ -42,6 +42,15 @@ def test_cpu_supports_bf16_reads_the_flags(tmp_path, flags, expected):
 
 def test_cpu_supports_bf16_is_false_without_cpuinfo(tmp_path):
     assert hardware.cpu_supports_bf16(tmp_path / "missing") is False
+    assert hardware.cpu_has_amx(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [("amx_tile amx_bf16", True), ("avx512f avx512_bf16", False), ("amx_tile", False)],
+)
+def test_cpu_has_amx_reads_the_flags(tmp_path, flags, expected):
+    assert hardware.cpu_has_amx(fake_cpuinfo(tmp_path, flags)) is expected
 
 
 @pytest.mark.skipif(
@@ -112,17 +121,19 @@ def test_unknown_precision_lists_the_valid_ones(call):
 
 
 @pytest.mark.parametrize(
-    "side, batch, cores, expected",
+    "side, batch, cores, amx, expected",
     [
-        (32, 32, 2, "one_per_op"),  # the default job: lenet5 at 32x32, batch 32
-        (28, 16, 1, "one_per_op"),
-        (32, 64, 2, "tensorflow"),  # larger batches: each op has loops worth sharing
-        (64, 32, 2, "tensorflow"),  # larger images, likewise
-        (32, 32, 4, "tensorflow"),  # not measured on more cores
+        (32, 32, 2, True, "one_per_op"),  # the default job: lenet5 at 32x32, batch 32
+        (28, 16, 1, True, "one_per_op"),
+        (32, 64, 2, True, "tensorflow"),  # larger batches: each op has loops worth sharing
+        (64, 32, 2, True, "tensorflow"),  # larger images, likewise
+        (32, 32, 4, True, "tensorflow"),  # not measured on more cores
+        (32, 32, 2, False, "tensorflow"),  # float32 convolutions: loops worth sharing
     ],
 )
-def test_auto_threads_branches(monkeypatch, side, batch, cores, expected):
+def test_auto_threads_branches(monkeypatch, side, batch, cores, amx, expected):
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
     assert hardware.resolve_threads("auto", side, batch, cores=cores) == expected
 
 
