@@ -40,7 +40,7 @@ def test_cpu_supports_bf16_reads_the_flags(tmp_path, flags, expected):
     assert hardware.cpu_supports_bf16(fake_cpuinfo(tmp_path, flags)) is expected
 
 
-def test_cpu_supports_bf16_is_false_without_cpuinfo(tmp_path):
+def test_without_cpuinfo_the_cpu_has_neither_bf16_nor_amx(tmp_path):
     assert hardware.cpu_supports_bf16(tmp_path / "missing") is False
     assert hardware.cpu_has_amx(tmp_path / "missing") is False
 
