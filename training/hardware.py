@@ -33,7 +33,8 @@ TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
 # mixed_bfloat16, 137 in float32; benchmarks.efficiency and .throughput, 2026-12-03).
 CPU_BFLOAT16_SLOWER = frozenset({"mobilenet", "mobilenet_v2"})
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+AMX_BF16_CPU_FLAG = "amx_bf16"  # AMX's bfloat16 matrix units
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", AMX_BF16_CPU_FLAG})
 # Precision onednn_bfloat16: the model stays float32 and TensorFlow's grappler rewrites every
 # graph it optimizes so that oneDNN runs the ops on its bfloat16 list (convolutions, matmuls,
 # their gradients, ...) in bfloat16, with the casts placed per graph rather than per layer as
@@ -69,8 +70,8 @@ def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
 
 
 def cpu_has_amx(cpuinfo="/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX's bfloat16 matrix units (ONE_PER_OP_CPU_FLAG)."""
-    return ONE_PER_OP_CPU_FLAG in cpu_flags(cpuinfo)
+    """Whether the CPU has AMX's bfloat16 matrix units."""
+    return AMX_BF16_CPU_FLAG in cpu_flags(cpuinfo)
 
 
 def resolve_precision(mode="auto", model_name=None) -> str:
@@ -113,7 +114,6 @@ def resolve_precision(mode="auto", model_name=None) -> str:
 ONE_PER_OP_MAX_CORES = 2
 ONE_PER_OP_MAX_BATCH = 32
 ONE_PER_OP_MAX_SIDE = 32
-ONE_PER_OP_CPU_FLAG = "amx_bf16"
 
 
 def cpu_cores() -> int:
