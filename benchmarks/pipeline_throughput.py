@@ -74,7 +74,7 @@ class Bench:
         self.pipeline_steps = max(1, pipeline_images // batch_size)
         self.model_steps = max(1, case.model_images // batch_size)
         splits = data.load_dataset(case.source)
-        train = data.fit_to_input(splits.train, case.input_shape)
+        train = data.stored(data.fit_to_input(splits.train, case.input_shape))
         num_classes = len(splits.class_names)
         self.pipelines = {}
         for preset in ("none", case.preset):

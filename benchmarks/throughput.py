@@ -112,7 +112,7 @@ class Case:
         labels = rng.integers(0, NUM_CLASSES, len(images))
         mean = images.reshape(-1, self.input_shape[-1]).mean(axis=0)
         std = images.reshape(-1, self.input_shape[-1]).std(axis=0)
-        examples = tf.data.Dataset.from_tensor_slices((images, labels))
+        examples = data.stored(tf.data.Dataset.from_tensor_slices((images, labels)))
         augmentation = augment.build_augmentation(
             augmentation,
             image_shape=self.input_shape,

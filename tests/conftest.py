@@ -37,5 +37,17 @@ def _fresh_keras_state():
 
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory, shared_datasets):
-    """A tfds data directory where MNIST gets prepared once per session from ../shared."""
-    return tmp_path_factory.mktemp("tfds")
+    """A tfds data directory holding MNIST, prepared from ../shared once for the whole run:
+    pytest-xdist's workers are sessions of their own, and preparing takes 25-40 s."""
+    import fcntl
+
+    from training import data
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, shared by its workers
+    path = root / "tfds-mnist"
+    with open(root / "tfds-mnist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker prepares; the others wait, then reuse
+        data.load_dataset("mnist", data_dir=path, manual_dir=shared_datasets / "mnist")
+    return path

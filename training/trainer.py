@@ -232,8 +232,9 @@ def read_history(path) -> dict:
 
 @dataclasses.dataclass
 class PreparedData:
-    """The splits fitted to the model input (unbatched float32 0..255 pixels, int labels) and
-    what describes them. `test` is None when it was left out (a search never looks at it)."""
+    """The splits fitted to the model input (unbatched uint8 pixels, int labels; data.stored,
+    in memory with data.cache) and what describes them. `test` is None when it was left out
+    (a search never looks at it)."""
 
     train: object
     validation: object
@@ -265,10 +266,13 @@ def prepare_data(config: TrainConfig, *, include_test=True, source_shape=None) -
     )
     input_shape = input_shape_for(config, splits.image_shape[-1], source_shape)
     fit = {
-        name: data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit)
+        name: data.stored(
+            data.fit_to_input(getattr(splits, name), input_shape, method=config.data.fit),
+            cache=config.data.cache,
+        )
         for name in ("train", "validation", "test")
     }
-    mean, std = data.channel_statistics(fit["train"])
+    mean, std = data.channel_statistics(fit["train"])  # the pass that fills train's cache
     return PreparedData(
         train=fit["train"],
         validation=fit["validation"],
@@ -307,7 +311,6 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
             binary=config.model.binary,
             seed=config.seed,
             augment=augmentation if name == "train" else None,
-            cache=config.data.cache,
         )
         for name, dataset in (
             ("train", prepared.train),
@@ -341,7 +344,6 @@ def cached_probe(config: TrainConfig, model, prepared: PreparedData, global_batc
             pipeline_args={
                 "num_classes": prepared.num_classes,
                 "binary": config.model.binary,
-                "cache": config.data.cache,
             },
             seed=config.seed,
             verbose=callbacks.fit_verbosity(),

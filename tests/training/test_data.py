@@ -250,6 +250,20 @@ def test_fit_to_input_resizes_and_converts_channels(digits):
     np.testing.assert_allclose(gray.numpy(), np.full((4, 4, 1), 0.2989 * 255), atol=0.5)
 
 
+def test_fit_to_input_in_batches_matches_image_by_image_and_keeps_the_count(digits):
+    fitted = data.fit_to_input(digits.train, (32, 32, 3))
+    assert int(fitted.cardinality()) == 1437  # Keras' steps per epoch
+    one_by_one = digits.train.map(lambda image, label: data.fit_images(image, (32, 32, 3)))
+    np.testing.assert_array_equal(arrays(fitted)[0], np.stack(list(one_by_one.as_numpy_iterator())))
+    # Images whose size is known only per image are fitted one at a time.
+    sizes = tf.data.Dataset.from_generator(
+        lambda: ((np.full((n, n, 1), n, np.uint8), 0) for n in (4, 6)),
+        output_signature=(tf.TensorSpec((None, None, 1), tf.uint8), tf.TensorSpec((), tf.int64)),
+    )
+    images, _ = arrays(data.fit_to_input(sizes, (5, 5, 1)))
+    np.testing.assert_allclose(images[..., 0], [np.full((5, 5), 4), np.full((5, 5), 6)])
+
+
 def test_fit_to_input_pads_and_crops_without_scaling():
     image = np.arange(1, 37, dtype=np.uint8).reshape(6, 6, 1)
     padded, _ = next(iter(data.fit_to_input(single(image), (10, 10, 1), method="pad")))
@@ -268,6 +282,42 @@ def test_channel_statistics_match_numpy(digits):
     assert mean.shape == std.shape == (3,)
     np.testing.assert_allclose(mean, images.mean(axis=(0, 1, 2), dtype=np.float64), rtol=1e-5)
     np.testing.assert_allclose(std, images.std(axis=(0, 1, 2), dtype=np.float64), rtol=1e-5)
+
+
+def counted(reads, count=100):
+    """`count` (8x8 image, label) examples, appending each index to `reads` as it is read."""
+
+    def examples():
+        for index in range(count):
+            reads.append(index)
+            yield np.full((8, 8, 1), index, np.uint8), np.int64(index % 2)
+
+    spec = (tf.TensorSpec((8, 8, 1), tf.uint8), tf.TensorSpec((), tf.int64))
+    dataset = tf.data.Dataset.from_generator(examples, output_signature=spec)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_stored_split_is_read_once_for_the_statistics_and_every_pipeline(cache):
+    import keras
+
+    reads = []
+    stored = data.stored(data.fit_to_input(counted(reads), (8, 8, 1)), cache=cache)
+    assert stored.element_spec[0].dtype == tf.uint8
+    mean, std = data.channel_statistics(stored)
+    np.testing.assert_allclose([mean[0], std[0]], [49.5, np.arange(100).std()], rtol=1e-6)
+    assert len(reads) == 100
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    model.compile("sgd", "categorical_crossentropy", steps_per_execution=4)
+    pipelines = [
+        data.make_pipeline(stored, batch_size=10, num_classes=2, training=training)
+        for training in (True, False)
+    ]
+    model.fit(pipelines[0], validation_data=pipelines[1], epochs=2, verbose=0)
+    # Cached, two epochs of training and validation read what the statistics' pass kept.
+    assert len(reads) == (100 if cache else 100 + 4 * 100)
 
 
 def pipeline_labels(pipeline):
