@@ -459,10 +459,12 @@ def _tfds_source(name, data_dir, manual_dir):
         sizes = collections.Counter(tuple(s) for s in sample.as_numpy_iterator())
         image_shape = (*sizes.most_common(1)[0][0], image_shape[2])
 
+    def read_encoded(split):
+        return read(split, decoders={image_key: tfds.decode.SkipDecoding()})
+
     def read_labels(split):
-        labels_only = read(split, decoders={image_key: tfds.decode.SkipDecoding()})
-        batches = labels_only.map(lambda _, label: label).batch(8192).as_numpy_iterator()
-        return np.concatenate(list(batches)).astype(np.int64)
+        labels_only = read_encoded(split).map(lambda _, label: label).batch(8192)
+        return np.concatenate(list(labels_only.as_numpy_iterator())).astype(np.int64)
 
     splits = {}
     for split in SPLIT_FOLDERS:
@@ -471,14 +473,19 @@ def _tfds_source(name, data_dir, manual_dir):
             splits[split] = _Split(
                 size=size,
                 read_labels=functools.partial(read_labels, split),
-                build=_tfds_subset(read, split, size, image_shape),
+                build=_tfds_subset(
+                    read_encoded, info.features[image_key].decode_example, split, size, image_shape
+                ),
             )
     return splits, list(label_feature.names), image_shape
 
 
-def _tfds_subset(read, split, size, image_shape):
+def _tfds_subset(read_encoded, decode, split, size, image_shape):
+    """Builds a split's subset by index, decoding only the images it keeps (a validation split
+    carved from train would otherwise decode all of train for a tenth of it)."""
+
     def build(indices):
-        dataset = read(split)
+        dataset = read_encoded(split)
         if len(indices) < size:
             keep = np.zeros(size, dtype=bool)
             keep[indices] = True
@@ -492,7 +499,10 @@ def _tfds_subset(read, split, size, image_shape):
                 .apply(tf.data.experimental.assert_cardinality(len(indices)))
             )
         return dataset.map(
-            lambda image, label: (_fit_size_uint8(image, image_shape), tf.cast(label, tf.int64)),
+            lambda image, label: (
+                _fit_size_uint8(decode(image), image_shape),
+                tf.cast(label, tf.int64),
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 

@@ -62,10 +62,11 @@ def evaluate_run(
 
     probabilities, labels, wrong_images = [], [], {}
     offset = 0
+    # The test images as the trainer evaluated them: 8-bit pixels (data.stored), as float32.
     for images, batch_labels in prepared.test.batch(256).as_numpy_iterator():
-        batch = signature(image=tf.constant(images))["probabilities"].numpy()
+        batch = signature(image=tf.constant(images, tf.float32))["probabilities"].numpy()
         for index in np.flatnonzero(batch.argmax(axis=1) != batch_labels):
-            wrong_images[offset + index] = images[index].astype(np.uint8)
+            wrong_images[offset + index] = images[index]
         probabilities.append(batch)
         labels.append(batch_labels)
         offset += len(images)
@@ -75,6 +76,7 @@ def evaluate_run(
 
     metrics = classification_metrics(probabilities, labels, class_names)
     sample = next(prepared.test.batch(max(throughput_batches)).as_numpy_iterator())[0]
+    sample = sample.astype(np.float32)
     metrics["throughput_images_per_second"] = {
         str(batch): measure_throughput(signature, sample, batch, min_seconds=throughput_seconds)
         for batch in throughput_batches

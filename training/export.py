@@ -271,7 +271,8 @@ def representative_images(config, count=REPRESENTATIVE_IMAGES):
             f"{error} Put the data back where config.yaml says, or export without int8 "
             f"(--quantize none or float16). Nothing was exported."
         ) from None
-    return np.stack([image for image, _ in prepared.train.take(count).as_numpy_iterator()])
+    images = [image for image, _ in prepared.train.take(count).as_numpy_iterator()]
+    return np.stack(images).astype(np.float32)
 
 
 def _pixels_spec(model):

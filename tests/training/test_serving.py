@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from training import TrainConfig, evaluate, export, predict, serving, train, trainer
+from training import TrainConfig, data, evaluate, export, predict, serving, train
 
 CHECKER = pathlib.Path(__file__).with_name("serving_check.py")
 PER_CLASS = {"train": 30, "test": 10}
@@ -72,9 +72,11 @@ def run(photos, tmp_path_factory):
         if formats
         else {}
     )
-    prepared = trainer.prepare_data(config)
-    pixels = np.stack([image for image, _ in prepared.test.as_numpy_iterator()])
-    labels = np.array([label for _, label in prepared.test.as_numpy_iterator()])
+    # The test photos fitted to the input as a served photo is: not rounded to 8 bits, as the
+    # trainer stores them (data.stored).
+    test = data.fit_to_input(data.load_dataset(photos).test, result.model.input_shape[1:])
+    pixels = np.stack([image for image, _ in test.as_numpy_iterator()])
+    labels = np.array([label for _, label in test.as_numpy_iterator()])
     files = sorted(str(p) for p in (photos / "test").rglob("*.JPG"))
     return {
         "dir": result.run_dir,
@@ -85,6 +87,8 @@ def run(photos, tmp_path_factory):
         "files": files,
         "metrics": result.metrics,
         "expected": result.model.predict(pixels, verbose=0),
+        # What the trainer's test metrics and `evaluate` give the model: 8-bit pixels.
+        "evaluated": result.model.predict(np.round(pixels), verbose=0),
     }
 
 
@@ -193,7 +197,7 @@ def test_evaluate_writes_metrics_pictures_and_a_table(run, capsys):
     evaluate.main([str(run["dir"]), "--throughput-seconds", "0.02"])
     out = run["dir"] / "evaluation"
     metrics = json.loads((out / "metrics.json").read_text())
-    expected, labels = run["expected"], run["labels"]
+    expected, labels = run["evaluated"], run["labels"]
     assert metrics["num_examples"] == 100
     assert metrics["top1_accuracy"] == pytest.approx(np.mean(expected.argmax(1) == labels))
     assert metrics["top1_accuracy"] == pytest.approx(run["metrics"]["test_accuracy"], abs=1e-6)
