@@ -420,8 +420,11 @@ def to_channels(image, channels):
 
 def _resize_uint8(image, height, width):
     # Antialiasing keeps large photos (3024x3024 down to 100x100) from aliasing.
-    resized = tf.image.resize(image, (height, width), antialias=True)
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    return _round_to_uint8(tf.image.resize(image, (height, width), antialias=True))
+
+
+def _round_to_uint8(images):
+    return tf.cast(tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)), tf.uint8)
 
 
 def _tfds_source(name, data_dir, manual_dir):
@@ -638,12 +641,7 @@ def as_uint8(dataset):
     uint8 images pass as they are."""
     if dataset.element_spec[0].dtype == tf.uint8:
         return dataset
-    return map_images(
-        dataset,
-        lambda images: tf.cast(
-            tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)), tf.uint8
-        ),
-    )
+    return map_images(dataset, _round_to_uint8)
 
 
 def stored(dataset, *, cache=True):

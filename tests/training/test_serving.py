@@ -75,8 +75,8 @@ def run(photos, tmp_path_factory):
     # The test photos fitted to the input as a served photo is: not rounded to 8 bits, as the
     # trainer stores them (data.stored).
     test = data.fit_to_input(data.load_dataset(photos).test, result.model.input_shape[1:])
-    pixels = np.stack([image for image, _ in test.as_numpy_iterator()])
-    labels = np.array([label for _, label in test.as_numpy_iterator()])
+    images, labels = zip(*test.as_numpy_iterator())
+    pixels, labels = np.stack(images), np.array(labels)
     files = sorted(str(p) for p in (photos / "test").rglob("*.JPG"))
     return {
         "dir": result.run_dir,
