@@ -11,11 +11,12 @@ bfloat16 autocast where the CPU has bfloat16; the last of these under `torch.com
 message where it does not work, as without a C++ compiler) and the table compares Keras with
 the fastest of them, round by round (PyTorch on all the cores: one thread trained slower at
 batch 32 and 128). Keras runs at the trainer's defaults (`--precision auto`, and the threads
-`--threads auto` picks: one thread per op at `--batch 32` on 2 AMX cores, TensorFlow's pools at
-the default batch of benchmarks.throughput.MODELS, 128), fed from tensors in memory as PyTorch
-is, and also through the trainer's tf.data pipeline with its default augmentation (none). Both
-sides are the zoo's architectures exactly (the parameter counts are checked): LeNet-5 with its
-partial C3 table and trainable subsampling, the CIFAR ResNet-20 with option-A shortcuts.
+`--threads auto` picks: one thread per op at `--batch 32` on 2 cores with native bfloat16,
+TensorFlow's pools at the default batch of benchmarks.throughput.MODELS, 128), fed from
+tensors in memory as PyTorch is, and also through the trainer's tf.data pipeline with its
+default augmentation (none). Both sides are the zoo's architectures exactly (the parameter
+counts are checked): LeNet-5 with its partial C3 table and trainable subsampling, the CIFAR
+ResNet-20 with option-A shortcuts.
 Writes benchmarks/results/<machine>-<date>-peer.json.
 """
 
@@ -262,7 +263,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     models = throughput.parse_list(args.models, MODELS, "model")
     batches = {name: args.batch or throughput.MODELS[name][1] for name in models}
-    inputs = [(throughput.MODELS[name][0], batches[name]) for name in models]
+    inputs = [
+        (throughput.MODELS[name][0], batches[name], hardware.resolve_precision("auto", name))
+        for name in models
+    ]
     torch = import_torch()
     # Before TensorFlow's first op (the parameter counts below build Keras models).
     threads = throughput.apply_threads_for(args.threads, inputs)

@@ -110,8 +110,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     shape, batch = MODELS[args.model]
-    threads = apply_threads_for(args.threads, [(shape, args.batch or batch)])
     precision = hardware.resolve_precision(args.precision, args.model)
+    threads = apply_threads_for(args.threads, [(shape, args.batch or batch, precision)])
     measurement = f"train/{args.input}"
     # The default pipeline of the trainer: no augmentation.
     case = Case(

@@ -9,7 +9,7 @@ TF Serving runs) on uint8 images. The gap between memory and pipeline is the pip
 Models are built and compiled by the trainer's own functions (training.trainer.build_model,
 compile_model), so the figures follow its defaults, its thread pools included (`--threads`, as
 `training.run` takes it; `auto` picks one thread per op for the small models at `--batch 32`
-on 2 AMX cores).
+on 2 cores with native bfloat16).
 Rounds alternate over every case; the table shows medians and the median per-round ratio
 pipeline / in memory. Writes benchmarks/results/<machine>-<date>-throughput.json.
 """
@@ -268,16 +268,20 @@ def summarize(cases, figures):
 
 
 def threads_for(mode, inputs, *, cores=None):
-    """The thread mode (training.hardware.THREADS) for cases of `inputs`, (input shape, batch)
-    pairs, as the trainer resolves `mode` for each. TensorFlow has one set of pools per process,
-    so `auto` must resolve alike for every case; where it does not, this stops and says so."""
+    """The thread mode (training.hardware.THREADS) for cases of `inputs`, (input shape, batch,
+    precision) triples, as the trainer resolves `mode` for each. TensorFlow has one set of pools
+    per process, so `auto` must resolve alike for every case; where it does not, this stops and
+    says so."""
     resolved = {
-        (shape[0], batch): hardware.resolve_threads(mode, shape[0], batch, cores=cores)
-        for shape, batch in inputs
+        (shape[0], batch, precision): hardware.resolve_threads(
+            mode, shape[0], batch, precision, cores=cores
+        )
+        for shape, batch, precision in inputs
     }
     if len(set(resolved.values())) > 1:
         sizes = ", ".join(
-            f"{side}x{side} batch {batch}: {threads}" for (side, batch), threads in resolved.items()
+            f"{side}x{side} batch {batch} {precision}: {threads}"
+            for (side, batch, precision), threads in resolved.items()
         )
         raise SystemExit(
             f"--threads {mode} resolves differently for these cases ({sizes}), and a process "
@@ -324,7 +328,11 @@ def main(argv=None):
     available = precisions_available()
     models = parse_list(args.models, MODELS, "model")
     precisions = parse_list(args.precisions or ",".join(available), available, "precision")
-    inputs = [(MODELS[name][0], args.batch or MODELS[name][1]) for name in models]
+    inputs = [
+        (MODELS[name][0], args.batch or MODELS[name][1], precision)
+        for name in models
+        for precision in precisions
+    ]
     threads = apply_threads_for(args.threads, inputs)
     if not hardware.gpu_compute_capabilities():
         print("No GPU: mixed_float16 and the SavedModel on a GPU are skipped.")

@@ -248,8 +248,9 @@ class HardwareConfig:
         "auto",
         "CPU threads: one_per_op runs each op on one core, as many ops at once as cores; "
         "tensorflow keeps TensorFlow's pools (each op on every core); auto: one_per_op for "
-        "inputs of at most 32x32 in batches of at most 32 on CPUs of at most 2 cores with "
-        "AMX (lenet5 and resnet20 1.2-1.3x the images/s there), else tensorflow",
+        "inputs of at most 32x32 in batches of at most 32 trained in bfloat16 on CPUs of at "
+        "most 2 cores with native bfloat16 (lenet5 and resnet20 1.1-1.3x the images/s there), "
+        "else tensorflow (float32 runs included)",
         choices="training.hardware.THREADS",
     )
     strategy: str = option(

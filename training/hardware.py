@@ -1,7 +1,8 @@
 """Where and in what precision training runs: dtype policies, tf.distribute strategies, workers.
 
-    apply_threads("auto", 32, 32)             # CPU threads for 32x32 images, batch 32: first
-    policy = apply_precision("auto")          # sets the global Keras dtype policy, returns its name
+    precision = resolve_precision("auto")     # the fastest safe precision here, not applied yet
+    apply_threads("auto", 32, 32, precision)  # CPU threads for 32x32 images, batch 32: first
+    policy = apply_precision(precision)       # sets the global Keras dtype policy, returns its name
     strategy = resolve_strategy("auto")       # build and compile the model under strategy.scope()
     batch = global_batch_size(64, strategy)   # per-replica batch times the replicas
 
@@ -33,8 +34,7 @@ TENSOR_CORE_COMPUTE_CAPABILITY = (7, 0)
 # mixed_bfloat16, 137 in float32; benchmarks.efficiency and .throughput, 2026-12-03).
 CPU_BFLOAT16_SLOWER = frozenset({"mobilenet", "mobilenet_v2"})
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 arithmetic.
-AMX_BF16_CPU_FLAG = "amx_bf16"  # AMX's bfloat16 matrix units
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", AMX_BF16_CPU_FLAG})
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # Precision onednn_bfloat16: the model stays float32 and TensorFlow's grappler rewrites every
 # graph it optimizes so that oneDNN runs the ops on its bfloat16 list (convolutions, matmuls,
 # their gradients, ...) in bfloat16, with the casts placed per graph rather than per layer as
@@ -69,11 +69,6 @@ def cpu_supports_bf16(cpuinfo="/proc/cpuinfo") -> bool:
     return bool(cpu_flags(cpuinfo) & BF16_CPU_FLAGS)
 
 
-def cpu_has_amx(cpuinfo="/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX's bfloat16 matrix units."""
-    return AMX_BF16_CPU_FLAG in cpu_flags(cpuinfo)
-
-
 def resolve_precision(mode="auto", model_name=None) -> str:
     """The dtype policy name for `mode`; `auto` picks the fastest safe one for this machine
     and, on a CPU, for the model `model_name` (a zoo name) when given.
@@ -102,18 +97,22 @@ def resolve_precision(mode="auto", model_name=None) -> str:
 # many ops at once as cores); `one_per_op` runs each op on one thread, as many ops at once as
 # cores, so the backward's independent input and filter gradients run side by side instead of
 # each op handing its small loops to every core. `auto` picks one_per_op where it was measured
-# faster: inputs of at most 32x32 pixels in batches of at most 32 per replica on CPUs of at most
-# 2 cores with AMX, whose bfloat16 convolutions leave each op little work to share (2-core AMX
-# Xeon, 2026-12-07, training images/s at batch 32, alternating processes: lenet5 1.23-1.30x,
-# resnet20 1.27-1.28x, stagewise_cnn 0.99-1.03x at 32x32; at batch 64 stagewise_cnn
-# 0.86-0.88x, resnet20 0.99-1.02x; resnet20 at 64x64 0.85x, mobilenet_v2 at 96x96 0.91-0.96x).
-# On a 2-core AVX2 EPYC, whose float32 convolutions are several times slower, the same cases
-# at batch 32 measured resnet20 0.82-1.07x (median of 6 pairs 0.90), stagewise_cnn 0.79-1.29x
-# (median 0.82), lenet5 0.96-1.35x and 1.11x in the default job (docs/speed.md): TensorFlow's
-# pools stay there, and lenet5 users can pass one_per_op themselves.
+# faster: inputs of at most 32x32 pixels in batches of at most 32 per replica, trained in
+# bfloat16 on a CPU of at most 2 cores with native bfloat16, whose bfloat16 convolutions leave
+# each op little work to share. Training images/s at batch 32 from memory, one process per
+# setting, alternating (docs/speed.md, 2026-12-07): in mixed_bfloat16 on a 2-core AMX Xeon
+# lenet5 1.23-1.30x, resnet20 1.27-1.28x, stagewise_cnn 0.99-1.03x, and on a 2-core
+# AVX512-BF16 EPYC lenet5 1.17-1.28x, resnet20 1.09-1.21x, stagewise_cnn 0.90-1.05x; in
+# float32 on that EPYC lenet5 1.01-1.05x, resnet20 0.86-1.00x, stagewise_cnn 0.85-1.02x, and on
+# a 2-core AVX2 EPYC resnet20 0.82-1.07x (median of 6 pairs 0.90), stagewise_cnn 0.79-1.29x
+# (median 0.82), lenet5 0.96-1.35x (1.11x in the default job: lenet5 users can pass one_per_op
+# there). Larger steps lose in bfloat16 too: at batch 64 stagewise_cnn 0.86-0.88x, resnet20 at
+# 64x64 0.85x (AMX).
 ONE_PER_OP_MAX_CORES = 2
 ONE_PER_OP_MAX_BATCH = 32
 ONE_PER_OP_MAX_SIDE = 32
+# The precisions (resolved, as resolve_precision returns them) whose convolutions run in bfloat16.
+BFLOAT16_PRECISIONS = frozenset({"mixed_bfloat16", "onednn_bfloat16"})
 
 
 def cpu_cores() -> int:
@@ -123,11 +122,13 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def resolve_threads(mode="auto", image_size=None, batch_size=None, *, cores=None) -> str:
+def resolve_threads(
+    mode="auto", image_size=None, batch_size=None, precision=None, *, cores=None
+) -> str:
     """The thread mode for `mode` (THREADS): `auto` resolves, for square inputs of
-    `image_size` pixels a side in batches of `batch_size` per replica, to one_per_op where that
-    was measured faster (above) and to tensorflow elsewhere, GPUs included (their host threads
-    feed the device)."""
+    `image_size` pixels a side in batches of `batch_size` per replica trained at `precision`
+    (resolved: resolve_precision's answer), to one_per_op where that was measured faster
+    (above) and to tensorflow elsewhere, GPUs included (their host threads feed the device)."""
     checks.one_of("threads", mode, THREADS)
     if mode != "auto":
         return mode
@@ -135,17 +136,18 @@ def resolve_threads(mode="auto", image_size=None, batch_size=None, *, cores=None
         return "tensorflow"
     cores = cpu_cores() if cores is None else cores
     small_steps = image_size <= ONE_PER_OP_MAX_SIDE and batch_size <= ONE_PER_OP_MAX_BATCH
-    measured_faster = small_steps and cores <= ONE_PER_OP_MAX_CORES and cpu_has_amx()
+    bfloat16_convolutions = precision in BFLOAT16_PRECISIONS and cpu_supports_bf16()
+    measured_faster = small_steps and cores <= ONE_PER_OP_MAX_CORES and bfloat16_convolutions
     return "one_per_op" if measured_faster else "tensorflow"
 
 
-def apply_threads(mode="auto", image_size=None, batch_size=None) -> str:
+def apply_threads(mode="auto", image_size=None, batch_size=None, precision=None) -> str:
     """Size TensorFlow's thread pools for `mode` (resolve_threads) and return threads_in_effect().
 
     `tensorflow` leaves the pools as they are (TensorFlow's, or what the caller set). TensorFlow
     fixes its pools when it runs its first op: where it already has, one_per_op cannot apply,
     and the pools stay, with a warning."""
-    if resolve_threads(mode, image_size, batch_size) == "one_per_op":
+    if resolve_threads(mode, image_size, batch_size, precision) == "one_per_op":
         try:
             tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.config.threading.set_inter_op_parallelism_threads(cpu_cores())

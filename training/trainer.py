@@ -76,11 +76,12 @@ def input_shape_for(config: TrainConfig, channels: int, source_shape=None) -> tu
 
 def apply_threads(config: TrainConfig) -> str:
     """hardware.apply_threads for this run's input side (a transfer source's, read from its
-    file) and batch; call it before TensorFlow's first op, which fixes the thread pools.
-    Returns the mode in effect."""
+    file), batch and precision; call it before TensorFlow's first op, which fixes the thread
+    pools. Returns the mode in effect."""
     source_shape = transfer.saved_input_shape(config.model.init_from)
     side = input_shape_for(config, 1, source_shape)[0]  # the side does not depend on channels
-    return hardware.apply_threads(config.hardware.threads, side, config.data.batch_size)
+    precision = hardware.resolve_precision(config.hardware.precision, config.model.name)
+    return hardware.apply_threads(config.hardware.threads, side, config.data.batch_size, precision)
 
 
 def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:

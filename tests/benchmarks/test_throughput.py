@@ -50,27 +50,34 @@ def test_the_served_measurement_times_the_exported_model_on_uint8_images():
 
 
 @pytest.fixture
-def two_amx_cores_no_gpu(monkeypatch):
+def two_bf16_cores_no_gpu(monkeypatch):
     """A machine where auto picks one thread per op at small batches."""
     monkeypatch.setattr(hardware, "cpu_cores", lambda: 2)
-    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
 
 
-def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_amx_cores_no_gpu):
-    small = [((32, 32, 1), 32), ((32, 32, 3), 32)]
+def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_bf16_cores_no_gpu):
+    small = [((32, 32, 1), 32, "mixed_bfloat16"), ((32, 32, 3), 32, "mixed_bfloat16")]
     assert throughput.threads_for("auto", small) == "one_per_op"
-    assert throughput.threads_for("auto", [((32, 32, 3), 128)]) == "tensorflow"
-    assert throughput.threads_for("one_per_op", [((96, 96, 3), 32)]) == "one_per_op"
+    assert throughput.threads_for("auto", [((32, 32, 3), 128, "mixed_bfloat16")]) == "tensorflow"
+    assert throughput.threads_for("auto", [((32, 32, 3), 32, "float32")]) == "tensorflow"
+    assert throughput.threads_for("one_per_op", [((96, 96, 3), 32, "float32")]) == "one_per_op"
 
 
 def test_cases_auto_resolves_apart_are_refused_before_anything_runs(
-    two_amx_cores_no_gpu, tmp_path, monkeypatch
+    two_bf16_cores_no_gpu, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(throughput.common, "RESULTS_DIR", tmp_path)
+    models = ["--models", "lenet5,mobilenet_v2", "--precisions", "mixed_bfloat16"]
     with pytest.raises(
-        SystemExit, match="32x32 batch 32: one_per_op, 96x96 batch 32: tensorflow"
+        SystemExit,
+        match="32x32 batch 32 mixed_bfloat16: one_per_op, "
+        "96x96 batch 32 mixed_bfloat16: tensorflow",
     ) as refused:
-        throughput.main(["--models", "lenet5,mobilenet_v2", "--batch", "32", "--rounds", "1"])
+        throughput.main([*models, "--batch", "32", "--rounds", "1"])
     assert "pass --threads one of tensorflow, one_per_op" in str(refused.value)
+    # One model at both precisions: bfloat16 convolutions take one thread each, float32 both.
+    with pytest.raises(SystemExit, match="32x32 batch 32 float32: tensorflow, 32x32 batch 32"):
+        throughput.main(["--models", "lenet5", "--batch", "32", "--rounds", "1"])
     assert list(tmp_path.iterdir()) == []

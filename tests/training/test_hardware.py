@@ -40,17 +40,8 @@ def test_cpu_supports_bf16_reads_the_flags(tmp_path, flags, expected):
     assert hardware.cpu_supports_bf16(fake_cpuinfo(tmp_path, flags)) is expected
 
 
-def test_without_cpuinfo_the_cpu_has_neither_bf16_nor_amx(tmp_path):
+def test_without_cpuinfo_the_cpu_has_no_bf16(tmp_path):
     assert hardware.cpu_supports_bf16(tmp_path / "missing") is False
-    assert hardware.cpu_has_amx(tmp_path / "missing") is False
-
-
-@pytest.mark.parametrize(
-    "flags, expected",
-    [("amx_tile amx_bf16", True), ("avx512f avx512_bf16", False), ("amx_tile", False)],
-)
-def test_cpu_has_amx_reads_the_flags(tmp_path, flags, expected):
-    assert hardware.cpu_has_amx(fake_cpuinfo(tmp_path, flags)) is expected
 
 
 @pytest.mark.skipif(
@@ -121,27 +112,31 @@ def test_unknown_precision_lists_the_valid_ones(call):
 
 
 @pytest.mark.parametrize(
-    "side, batch, cores, amx, expected",
+    "side, batch, cores, bf16, precision, expected",
     [
-        (32, 32, 2, True, "one_per_op"),  # the default job: lenet5 at 32x32, batch 32
-        (28, 16, 1, True, "one_per_op"),
-        (32, 64, 2, True, "tensorflow"),  # larger batches: each op has loops worth sharing
-        (64, 32, 2, True, "tensorflow"),  # larger images, likewise
-        (32, 32, 4, True, "tensorflow"),  # not measured on more cores
-        (32, 32, 2, False, "tensorflow"),  # float32 convolutions: loops worth sharing
+        (32, 32, 2, True, "mixed_bfloat16", "one_per_op"),  # the default job on a bf16 CPU
+        (28, 16, 1, True, "onednn_bfloat16", "one_per_op"),
+        (32, 64, 2, True, "mixed_bfloat16", "tensorflow"),  # larger batches: loops worth sharing
+        (64, 32, 2, True, "mixed_bfloat16", "tensorflow"),  # larger images, likewise
+        (32, 32, 4, True, "mixed_bfloat16", "tensorflow"),  # not measured on more cores
+        (32, 32, 2, True, "float32", "tensorflow"),  # float32 convolutions: loops worth sharing
+        (32, 32, 2, False, "float32", "tensorflow"),  # likewise, on a CPU without bfloat16
+        (32, 32, 2, False, "mixed_bfloat16", "tensorflow"),  # emulated bfloat16: not measured
     ],
 )
-def test_auto_threads_branches(monkeypatch, side, batch, cores, amx, expected):
+def test_auto_threads_branches(monkeypatch, side, batch, cores, bf16, precision, expected):
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
-    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: amx)
-    assert hardware.resolve_threads("auto", side, batch, cores=cores) == expected
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: bf16)
+    assert hardware.resolve_threads("auto", side, batch, precision, cores=cores) == expected
 
 
 def test_auto_threads_keep_tensorflows_pools_with_a_gpu_or_unknown_job(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(8, 0)])
-    assert hardware.resolve_threads("auto", 32, 32, cores=2) == "tensorflow"
+    assert hardware.resolve_threads("auto", 32, 32, "mixed_bfloat16", cores=2) == "tensorflow"
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
     assert hardware.resolve_threads("auto", cores=2) == "tensorflow"
+    assert hardware.resolve_threads("auto", 32, 32, cores=2) == "tensorflow"  # no precision
 
 
 @pytest.mark.parametrize("mode", ["tensorflow", "one_per_op"])

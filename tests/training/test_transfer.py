@@ -297,11 +297,14 @@ def test_threads_are_sized_for_the_sources_input_read_from_its_file(
 
     sized = []
     monkeypatch.setattr(
-        trainer.hardware, "apply_threads", lambda mode, side, batch: sized.append((side, batch))
+        trainer.hardware,
+        "apply_threads",
+        lambda mode, side, batch, precision: sized.append((side, batch, precision)),
     )
     trainer.apply_threads(digits_config(tmp_path, model={"init_from": str(wide)}))
-    trainer.apply_threads(digits_config(tmp_path, model={"init_from": str(not_a_zip)}))
-    assert sized == [(64, 32), (32, 32)]
+    config = digits_config(tmp_path, model={"init_from": str(not_a_zip)})
+    trainer.apply_threads(config.replace({"hardware": {"precision": "mixed_bfloat16"}}))
+    assert sized == [(64, 32, "float32"), (32, 32, "mixed_bfloat16")]  # the run's precision
 
 
 def test_help_shows_the_table(capsys):
