@@ -263,10 +263,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     models = throughput.parse_list(args.models, MODELS, "model")
     batches = {name: args.batch or throughput.MODELS[name][1] for name in models}
-    inputs = [
-        (throughput.MODELS[name][0], batches[name], hardware.resolve_precision("auto", name))
-        for name in models
-    ]
+    precisions = {name: hardware.resolve_precision("auto", name) for name in models}  # Keras'
+    inputs = [(throughput.MODELS[name][0], batches[name], precisions[name]) for name in models]
     torch = import_torch()
     # Before TensorFlow's first op (the parameter counts below build Keras models).
     threads = throughput.apply_threads_for(args.threads, inputs)
@@ -279,16 +277,13 @@ def main(argv=None):
         print(f"torch.compile does not work here, so it is left out ({problem})", flush=True)
     settings = torch_settings(compiles=problem is None)
     measured = []  # (case, measurement) in the order every round runs them
-    precisions = {}  # model name: the Keras case's precision
     for name in models:
         got, expected = param_counts(name)
         print(f"{name}: {got:,} parameters in PyTorch, {expected:,} in the zoo", flush=True)
         if got != expected:
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")
         print(f"building and warming up {name}", flush=True)
-        precision = hardware.resolve_precision("auto", name)
-        keras_case = KerasCase(name, precision, args.seconds, batches[name])
-        precisions[name] = keras_case.precision
+        keras_case = KerasCase(name, precisions[name], args.seconds, batches[name])
         measured += [(keras_case, m) for m in throughput.FED]
         for setting in settings:
             if setting.endswith(COMPILED):
