@@ -5,6 +5,9 @@ per-round ratio lever / default.
     python -m benchmarks.levers [--model resnet20] [--rounds 3] [--seconds 3]
         [--process-levers] [--levers float32,batch 256,...]
 
+The default here is the trainer's model and compile step with TensorFlow's thread pools and the
+whole batch, the baseline the levers were first measured against (`training.run` itself now
+splits batches on 2 cores, one thread per op: the lever `sub-batches 2`).
 In-process levers (one process, models built side by side): precision, XLA (jit_compile),
 steps_per_execution, batch size. With --process-levers, also the settings TensorFlow applies to
 the whole process (oneDNN on or off, its thread pool using the calling thread, thread pools,
@@ -47,6 +50,8 @@ PER_PROCESS = {
     # Each op on one thread, two at once: the backward's independent input and filter gradients
     # run side by side instead of each waking the pool for its parallel loop.
     "threads intra=1 inter=2": {"threads": (1, 2)},
+    # ... with each batch in two halves: two chains of ops for the two threads (sub-batches).
+    "sub-batches 2": {"threads": (1, 2), "sub_batches": 2},
     # One core for the step's ops, the rest free for tf.data's threads (0: TensorFlow's default).
     "threads intra=1": {"threads": (1, 0)},
     # Per process: grappler's rewrite applies to every graph the process optimizes.
@@ -95,7 +100,8 @@ def single(model, seconds, lever):
     if "threads" in setting:
         tf.config.threading.set_intra_op_parallelism_threads(setting["threads"][0])
         tf.config.threading.set_inter_op_parallelism_threads(setting["threads"][1])
-    case = build_case(model, seconds, precision=setting.get("precision"))
+    parts = setting.get("sub_batches", 1)
+    case = build_case(model, seconds, precision=setting.get("precision"), sub_batches=parts)
     print(json.dumps({m: case.measure(m) for m in MEASUREMENTS}))
 
 

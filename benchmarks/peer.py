@@ -3,7 +3,7 @@ builds and compiles them: training and inference images/s, in alternating rounds
 
     pip install -e '.[bench]'        # torch==2.13.0, the CPU build
     python -m benchmarks.peer [--models lenet5,resnet20] [--batch 32] [--threads auto]
-        [--rounds 5] [--seconds 3]
+        [--sub-batches 2] [--rounds 5] [--seconds 3]
 
 PyTorch runs each model in several settings (float32; channels_last; channels_last with
 bfloat16 autocast where the CPU has bfloat16; the last of these under `torch.compile`, PyTorch
@@ -11,8 +11,8 @@ bfloat16 autocast where the CPU has bfloat16; the last of these under `torch.com
 message where it does not work, as without a C++ compiler) and the table compares Keras with
 the fastest of them, round by round (PyTorch on all the cores: one thread trained slower at
 batch 32 and 128). Keras runs at the trainer's defaults (`--precision auto`, and the threads
-`--threads auto` picks: one thread per op at `--batch 32` on 2 cores with native bfloat16,
-TensorFlow's pools at the default batch of benchmarks.throughput.MODELS, 128), fed from
+and sub-batches `auto` picks: on 2 cores each batch of 32 or more in two halves side by side,
+one thread per op; elsewhere TensorFlow's pools and the whole batch), fed from
 tensors in memory as PyTorch is, and also through the trainer's tf.data pipeline with its
 default augmentation (none). Both sides are the zoo's architectures exactly (the parameter
 counts are checked): LeNet-5 with its partial C3 table and trainable subsampling, the CIFAR
@@ -216,7 +216,7 @@ class KerasCase:
     pipeline augments as `training.run` does by default (benchmarks.throughput measures the
     cost of the standard augmentation)."""
 
-    def __init__(self, name, precision, seconds, batch=None):
+    def __init__(self, name, precision, seconds, batch=None, sub_batches=1):
         self.precision = precision
         augmentation = TrainConfig().augment.preset
         self.case = throughput.Case(
@@ -226,6 +226,7 @@ class KerasCase:
             batch=batch,
             measurements=throughput.FED,
             augmentation=augmentation,
+            sub_batches=sub_batches,
         )
         self.name = f"{name} keras {precision}"
 
@@ -264,7 +265,14 @@ def main(argv=None):
     models = throughput.parse_list(args.models, MODELS, "model")
     batches = {name: args.batch or throughput.MODELS[name][1] for name in models}
     precisions = {name: hardware.resolve_precision("auto", name) for name in models}  # Keras'
-    inputs = [(throughput.MODELS[name][0], batches[name], precisions[name]) for name in models]
+    parts = {
+        name: throughput.sub_batches_for(args.sub_batches, batches[name], args.threads)
+        for name in models
+    }
+    inputs = [
+        (throughput.MODELS[name][0], batches[name], precisions[name], parts[name])
+        for name in models
+    ]
     torch = import_torch()
     # Before TensorFlow's first op (the parameter counts below build Keras models).
     threads = throughput.apply_threads_for(args.threads, inputs)
@@ -283,7 +291,7 @@ def main(argv=None):
         if got != expected:
             raise SystemExit(f"{name}: the PyTorch model is not the zoo's ({got} != {expected})")
         print(f"building and warming up {name}", flush=True)
-        keras_case = KerasCase(name, precisions[name], args.seconds, batches[name])
+        keras_case = KerasCase(name, precisions[name], args.seconds, batches[name], parts[name])
         measured += [(keras_case, m) for m in throughput.FED]
         for setting in settings:
             if setting.endswith(COMPILED):
@@ -307,6 +315,7 @@ def main(argv=None):
                 "kind": kind,
                 "batch": batches[name],
                 "keras_precision": precision,
+                "keras_sub_batches": parts[name],
                 "keras_memory": memory,
                 "keras_pipeline": pipeline,
                 "torch": torch_runs,

@@ -2,13 +2,14 @@
 model, built and compiled by the trainer's own functions, and its ops ranked by their time.
 
     python -m benchmarks.profile [--model resnet20] [--precision auto] [--batch 128]
-        [--threads auto] [--input memory] [--seconds 5] [--top 15]
+        [--threads auto] [--sub-batches 2] [--input memory] [--seconds 5] [--top 15]
 
 Prints a table of op types (TensorFlow's kernel names, oneDNN's `_Mkl...` among them): their
 milliseconds per training step summed over the executor's threads, their share of that sum, and
 how many run per step; the tf.data ops of the pipeline (`--input pipeline`) are listed apart.
-TensorFlow's thread pools are the trainer's for that model and batch (`--threads`, as
-`training.run` takes it: at `--batch 32` the 32x32 models run one thread per op).
+TensorFlow's thread pools and the batch's sub-batches are the trainer's for that model and
+batch (`--threads`, `--sub-batches`, as `training.run` takes them: on 2 cores, at `--batch 32`,
+two halves, one thread per op).
 The trace stays in benchmarks/results/profile-<model>/ for TensorBoard's profile plugin
 (`pip install tensorboard-plugin-profile`, then `tensorboard --logdir` on that folder); the
 table goes into benchmarks/results/<machine>-<date>-profile-<model>.json.
@@ -31,7 +32,13 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import common
-from benchmarks.throughput import MODELS, Case, add_threads_argument, apply_threads_for
+from benchmarks.throughput import (
+    MODELS,
+    Case,
+    add_threads_argument,
+    apply_threads_for,
+    sub_batches_for,
+)
 from training import hardware
 
 # An op kernel's event: "scope/name:OpType" (names with "::" are the runtime's own TraceMe).
@@ -111,16 +118,19 @@ def main(argv=None):
 
     shape, batch = MODELS[args.model]
     precision = hardware.resolve_precision(args.precision, args.model)
-    threads = apply_threads_for(args.threads, [(shape, args.batch or batch, precision)])
+    batch = args.batch or batch
+    parts = sub_batches_for(args.sub_batches, batch, args.threads)
+    threads = apply_threads_for(args.threads, [(shape, batch, precision, parts)])
     measurement = f"train/{args.input}"
     # The default pipeline of the trainer: no augmentation.
     case = Case(
         args.model,
         precision,
         args.seconds,
-        batch=args.batch,
+        batch=batch,
         measurements=(measurement,),
         augmentation="none",
+        sub_batches=parts,
     )
     logdir = common.RESULTS_DIR / f"profile-{args.model}"
     steps = profile(case, measurement, logdir)
@@ -139,6 +149,7 @@ def main(argv=None):
             "model": args.model,
             "precision": precision,
             "batch": case.batch,
+            "sub_batches": parts,
             "input": args.input,
             "steps": steps,
             "model_ms_per_step": step_ms,

@@ -4,12 +4,12 @@ inference, fed from tensors in memory and through the trainer's tf.data pipeline
 TF Serving runs) on uint8 images. The gap between memory and pipeline is the pipeline's cost.
 
     python -m benchmarks.throughput [--models lenet5,resnet20] [--precisions float32]
-        [--batch 32] [--threads auto] [--rounds 3] [--seconds 3]
+        [--batch 32] [--threads auto] [--sub-batches 2] [--rounds 3] [--seconds 3]
 
 Models are built and compiled by the trainer's own functions (training.trainer.build_model,
-compile_model), so the figures follow its defaults, its thread pools included (`--threads`, as
-`training.run` takes it; `auto` picks one thread per op for the small models at `--batch 32`
-on 2 cores with native bfloat16).
+compile_model), so the figures follow its defaults, its thread pools and sub-batches included
+(`--threads` and `--sub-batches`, as `training.run` takes them; on 2 cores `auto` splits
+batches of 32 and more in two, one thread per op).
 Rounds alternate over every case; the table shows medians and the median per-round ratio
 pipeline / in memory. Writes benchmarks/results/<machine>-<date>-throughput.json.
 """
@@ -89,7 +89,8 @@ class Case:
 
     `batch` overrides the model's batch in MODELS; `compile_options` (jit_compile,
     steps_per_execution) reach the trainer's model.compile call (benchmarks.levers);
-    `augmentation` is the preset the training pipeline applies.
+    `augmentation` is the preset the training pipeline applies; `sub_batches` the parts each
+    training batch is split into (training.sub_batches; resolved, as sub_batches_for answers).
     """
 
     def __init__(
@@ -102,9 +103,10 @@ class Case:
         compile_options=None,
         measurements=MEASUREMENTS,
         augmentation="standard",
+        sub_batches=1,
     ):
         self.name = f"{model_name} {precision}"
-        self.model_name, self.precision = model_name, precision
+        self.model_name, self.precision, self.sub_batches = model_name, precision, sub_batches
         self.input_shape, self.batch = MODELS[model_name]
         self.batch = batch or self.batch
         rng = np.random.default_rng(0)
@@ -152,6 +154,7 @@ class Case:
                 replicas=1,
                 num_classes=NUM_CLASSES,
                 steps_per_execution=config.hardware.steps_per_execution,
+                sub_batches=sub_batches,
             )
         if SERVED in measurements:
             self.raw_images = images[: self.batch]
@@ -227,6 +230,7 @@ def summarize(cases, figures):
                 "precision": case.precision,
                 "input_shape": list(case.input_shape),
                 "batch": case.batch,
+                "sub_batches": case.sub_batches,
                 "images_per_second": f,
                 "median": medians,
                 "train_pipeline_over_memory": train_ratio,
@@ -239,6 +243,7 @@ def summarize(cases, figures):
                 case.model_name,
                 "x".join(map(str, case.input_shape)),
                 case.batch,
+                case.sub_batches,
                 case.precision,
                 f"{medians['train/memory']:,.0f}",
                 f"{medians['train/pipeline']:,.0f}",
@@ -254,6 +259,7 @@ def summarize(cases, figures):
         "model",
         "input",
         "batch",
+        "sub-batches",
         "precision",
         "train, memory",
         "train, pipeline",
@@ -267,21 +273,31 @@ def summarize(cases, figures):
     return results, common.markdown_table(header, rows)
 
 
+def sub_batches_for(requested, batch, threads, *, cores=None):
+    """The parts a case's training batch is split into, as the trainer resolves `requested`
+    (None: auto) with `--threads threads` (training.hardware.resolve_sub_batches)."""
+    if requested is not None and requested > batch:
+        raise SystemExit(
+            f"--sub-batches {requested} is more than the batch, {batch}: each part needs an example"
+        )
+    return hardware.resolve_sub_batches(requested, batch, threads, cores=cores)
+
+
 def threads_for(mode, inputs, *, cores=None):
     """The thread mode (training.hardware.THREADS) for cases of `inputs`, (input shape, batch,
-    precision) triples, as the trainer resolves `mode` for each. TensorFlow has one set of pools
-    per process, so `auto` must resolve alike for every case; where it does not, this stops and
-    says so."""
+    precision, sub-batches) tuples, as the trainer resolves `mode` for each. TensorFlow has one
+    set of pools per process, so `auto` must resolve alike for every case; where it does not,
+    this stops and says so."""
     resolved = {
-        (shape[0], batch, precision): hardware.resolve_threads(
-            mode, shape[0], batch, precision, cores=cores
+        (shape[0], batch, precision, parts): hardware.resolve_threads(
+            mode, shape[0], batch, precision, parts, cores=cores
         )
-        for shape, batch, precision in inputs
+        for shape, batch, precision, parts in inputs
     }
     if len(set(resolved.values())) > 1:
         sizes = ", ".join(
-            f"{side}x{side} batch {batch} {precision}: {threads}"
-            for (side, batch, precision), threads in resolved.items()
+            f"{side}x{side} batch {batch} {precision} in {parts}: {threads}"
+            for (side, batch, precision, parts), threads in resolved.items()
         )
         raise SystemExit(
             f"--threads {mode} resolves differently for these cases ({sizes}), and a process "
@@ -298,11 +314,18 @@ def apply_threads_for(mode, inputs) -> str:
 
 
 def add_threads_argument(parser):
+    """--threads and --sub-batches, as training.run takes them."""
     parser.add_argument(
         "--threads",
         choices=hardware.THREADS,
         default="auto",
         help="TensorFlow's thread pools, as training.run's --threads (default: auto)",
+    )
+    parser.add_argument(
+        "--sub-batches",
+        type=common.positive_int,
+        default=None,
+        help="parts of each training batch, as training.run's --sub-batches (default: auto)",
     )
 
 
@@ -328,8 +351,12 @@ def main(argv=None):
     available = precisions_available()
     models = parse_list(args.models, MODELS, "model")
     precisions = parse_list(args.precisions or ",".join(available), available, "precision")
+    batches = {name: args.batch or MODELS[name][1] for name in models}
+    parts = {
+        name: sub_batches_for(args.sub_batches, batches[name], args.threads) for name in models
+    }
     inputs = [
-        (MODELS[name][0], args.batch or MODELS[name][1], precision)
+        (MODELS[name][0], batches[name], precision, parts[name])
         for name in models
         for precision in precisions
     ]
@@ -343,7 +370,15 @@ def main(argv=None):
     for model_name in models:
         for precision in precisions:
             print(f"building and warming up {model_name} {precision}", flush=True)
-            cases.append(Case(model_name, precision, args.seconds, batch=args.batch))
+            cases.append(
+                Case(
+                    model_name,
+                    precision,
+                    args.seconds,
+                    batch=args.batch,
+                    sub_batches=parts[model_name],
+                )
+            )
     keys = [(case.name, m) for case in cases for m in MEASUREMENTS]
     by_name = {case.name: case for case in cases}
     figures = common.run_rounds(keys, args.rounds, lambda key: by_name[key[0]].measure(key[1]))

@@ -247,11 +247,20 @@ class HardwareConfig:
     threads: str = option(
         "auto",
         "CPU threads: one_per_op runs each op on one core, as many ops at once as cores; "
-        "tensorflow keeps TensorFlow's pools (each op on every core); auto: one_per_op for "
-        "inputs of at most 32x32 in batches of at most 32 trained in bfloat16 on CPUs of at "
-        "most 2 cores with native bfloat16 (lenet5 and resnet20 1.1-1.3x the images/s there), "
-        "else tensorflow (float32 runs included)",
+        "tensorflow keeps TensorFlow's pools (each op on every core); auto: one_per_op on CPUs "
+        "of at most 2 cores where the batch is split (--sub-batches) or, unsplit, for inputs of "
+        "at most 32x32 in batches of at most 32 trained in bfloat16 on CPUs with native "
+        "bfloat16, else tensorflow",
         choices="training.hardware.THREADS",
+    )
+    sub_batches: int | None = option(
+        None,
+        "split each training batch into N parts whose forward and backward passes run side by "
+        "side, one chain of ops per core (each BatchNorm then normalizes each part by its own "
+        "statistics, as across devices; loss and gradients are the whole batch's); default: "
+        "one part per core on CPUs of 2 cores when each part keeps 16 examples and threads "
+        "are not tensorflow (1.1-1.5x the images/s there), else 1",
+        metavar="N",
     )
     strategy: str = option(
         "auto",

@@ -1,7 +1,8 @@
 """Where and in what precision training runs: dtype policies, tf.distribute strategies, workers.
 
     precision = resolve_precision("auto")     # the fastest safe precision here, not applied yet
-    apply_threads("auto", 32, 32, precision)  # CPU threads for 32x32 images, batch 32: first
+    parts = resolve_sub_batches(None, 32)     # training batches of 32 split in parts (2 cores: 2)
+    apply_threads("auto", 32, 32, precision, parts)  # CPU threads for 32x32 images: first
     policy = apply_precision(precision)       # sets the global Keras dtype policy, returns its name
     strategy = resolve_strategy("auto")       # build and compile the model under strategy.scope()
     batch = global_batch_size(64, strategy)   # per-replica batch times the replicas
@@ -95,24 +96,26 @@ def resolve_precision(mode="auto", model_name=None) -> str:
 
 # Threads: `tensorflow` keeps TensorFlow's pools (each op's parallel loops on every core, as
 # many ops at once as cores); `one_per_op` runs each op on one thread, as many ops at once as
-# cores, so the backward's independent input and filter gradients run side by side instead of
-# each op handing its small loops to every core. `auto` picks one_per_op where it was measured
-# faster: inputs of at most 32x32 pixels in batches of at most 32 per replica, trained in
-# bfloat16 on a CPU of at most 2 cores with native bfloat16, whose bfloat16 convolutions leave
-# each op little work to share. Training images/s at batch 32 from memory, one process per
-# setting, alternating (docs/speed.md, 2026-12-07): in mixed_bfloat16 on a 2-core AMX Xeon
-# lenet5 1.23-1.30x, resnet20 1.27-1.28x, stagewise_cnn 0.99-1.03x, and on a 2-core
-# AVX512-BF16 EPYC lenet5 1.17-1.28x, resnet20 1.09-1.21x, stagewise_cnn 0.90-1.05x; in
-# float32 on that EPYC lenet5 1.01-1.05x, resnet20 0.86-1.00x, stagewise_cnn 0.85-1.02x, and on
-# a 2-core AVX2 EPYC resnet20 0.82-1.07x (median of 6 pairs 0.90), stagewise_cnn 0.79-1.29x
-# (median 0.82), lenet5 0.96-1.35x (1.11x in the default job: lenet5 users can pass one_per_op
-# there). Larger steps lose in bfloat16 too: at batch 64 stagewise_cnn 0.86-0.88x, resnet20 at
-# 64x64 0.85x (AMX).
+# cores. A training step is mostly one chain of ops, so one thread per op pays off where the
+# step is split into as many independent chains as cores (sub-batches, below). Training
+# images/s from memory on a 2-core AVX512-BF16 EPYC, one process per setting, alternating
+# (docs/speed.md, 2026-12-07): two halves against one thread per op on the whole batch, batch
+# 32, mixed_bfloat16 (benchmarks.throughput's cases): resnet20 1.24-1.41x, lenet5 1.18-1.52x,
+# stagewise_cnn 1.18-1.24x; against TensorFlow's pools on the whole batch, where auto had kept
+# them: float32 at batch 32 resnet20 1.28x, stagewise_cnn 1.14x, lenet5 1.43x, mobilenet_v2 at
+# 96x96 1.13-1.18x; mixed_bfloat16 at batch 128 resnet20 1.14x, at 64x64 1.07-1.19x. Unsplit,
+# one thread per op gains only for small bfloat16 steps (inputs of at most 32x32 in batches of
+# at most 32 on CPUs with native bfloat16: lenet5 and resnet20 1.1-1.3x on the AMX Xeon and that
+# EPYC; float32 0.8-1.1x, bigger steps 0.85-0.9x), which auto keeps for batches too small to
+# split. Both rules are for CPUs of at most 2 cores, where they were measured.
 ONE_PER_OP_MAX_CORES = 2
 ONE_PER_OP_MAX_BATCH = 32
 ONE_PER_OP_MAX_SIDE = 32
 # The precisions (resolved, as resolve_precision returns them) whose convolutions run in bfloat16.
 BFLOAT16_PRECISIONS = frozenset({"mixed_bfloat16", "onednn_bfloat16"})
+# Auto splits a batch only where each part keeps this many examples: BatchNormalization's
+# statistics over fewer get noisy (training.sub_batches).
+MIN_SUB_BATCH = 16
 
 
 def cpu_cores() -> int:
@@ -122,32 +125,53 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
+def resolve_sub_batches(sub_batches=None, batch_size=None, threads="auto", *, cores=None) -> int:
+    """How many parts each training batch of `batch_size` per replica is split into
+    (training.sub_batches): `sub_batches` when set; None (auto) one per core on a CPU of 2 to
+    ONE_PER_OP_MAX_CORES cores without GPUs, where each part keeps MIN_SUB_BATCH examples and
+    `threads` is not `tensorflow` (the chains need one thread per op), else 1."""
+    if sub_batches is not None:
+        return sub_batches
+    if batch_size is None or threads == "tensorflow" or gpu_compute_capabilities():
+        return 1
+    cores = cpu_cores() if cores is None else cores
+    if not 2 <= cores <= ONE_PER_OP_MAX_CORES or batch_size < cores * MIN_SUB_BATCH:
+        return 1
+    return cores
+
+
 def resolve_threads(
-    mode="auto", image_size=None, batch_size=None, precision=None, *, cores=None
+    mode="auto", image_size=None, batch_size=None, precision=None, sub_batches=1, *, cores=None
 ) -> str:
-    """The thread mode for `mode` (THREADS): `auto` resolves, for square inputs of
-    `image_size` pixels a side in batches of `batch_size` per replica trained at `precision`
-    (resolved: resolve_precision's answer), to one_per_op where that was measured faster
-    (above) and to tensorflow elsewhere, GPUs included (their host threads feed the device)."""
+    """The thread mode for `mode` (THREADS): `auto` resolves to one_per_op on a CPU of at most
+    ONE_PER_OP_MAX_CORES cores where the step is split (`sub_batches` > 1, as
+    resolve_sub_batches answers), or, unsplit, for square inputs of `image_size` pixels a side
+    in batches of `batch_size` per replica trained in bfloat16 (`precision` as resolve_precision
+    answers) on a CPU with native bfloat16 (above); to tensorflow elsewhere, GPUs included
+    (their host threads feed the device)."""
     checks.one_of("threads", mode, THREADS)
     if mode != "auto":
         return mode
     if image_size is None or batch_size is None or gpu_compute_capabilities():
         return "tensorflow"
     cores = cpu_cores() if cores is None else cores
+    if cores > ONE_PER_OP_MAX_CORES:
+        return "tensorflow"
     small_steps = image_size <= ONE_PER_OP_MAX_SIDE and batch_size <= ONE_PER_OP_MAX_BATCH
     bfloat16_convolutions = precision in BFLOAT16_PRECISIONS and cpu_supports_bf16()
-    measured_faster = small_steps and cores <= ONE_PER_OP_MAX_CORES and bfloat16_convolutions
+    measured_faster = sub_batches > 1 or (small_steps and bfloat16_convolutions)
     return "one_per_op" if measured_faster else "tensorflow"
 
 
-def apply_threads(mode="auto", image_size=None, batch_size=None, precision=None) -> str:
+def apply_threads(
+    mode="auto", image_size=None, batch_size=None, precision=None, sub_batches=1
+) -> str:
     """Size TensorFlow's thread pools for `mode` (resolve_threads) and return threads_in_effect().
 
     `tensorflow` leaves the pools as they are (TensorFlow's, or what the caller set). TensorFlow
     fixes its pools when it runs its first op: where it already has, one_per_op cannot apply,
     and the pools stay, with a warning."""
-    if resolve_threads(mode, image_size, batch_size, precision) == "one_per_op":
+    if resolve_threads(mode, image_size, batch_size, precision, sub_batches) == "one_per_op":
         try:
             tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.config.threading.set_inter_op_parallelism_threads(cpu_cores())
@@ -340,6 +364,13 @@ def check_config(config):
     if config.hardware.precision == "onednn_bfloat16":
         check_onednn_bfloat16()
     checks.one_of("threads", config.hardware.threads, THREADS)
+    if config.hardware.sub_batches is not None:
+        checks.in_range("hardware.sub_batches", config.hardware.sub_batches, 1, integer=True)
+        checks.require(
+            config.hardware.sub_batches <= config.data.batch_size,
+            f"hardware.sub_batches ({config.hardware.sub_batches}) must be at most the batch "
+            f"size per replica ({config.data.batch_size}): each part needs an example.",
+        )
     checks.one_of("strategy", config.hardware.strategy, STRATEGIES)
     checks.in_range(
         "hardware.steps_per_execution", config.hardware.steps_per_execution, 1, integer=True

@@ -32,6 +32,7 @@ from training import (
     transfer,
 )
 from training.config import TrainConfig, from_dict
+from training.sub_batches import split_training_calls
 from zoo import options as layer_options
 
 log = logging.getLogger("training")
@@ -74,14 +75,22 @@ def input_shape_for(config: TrainConfig, channels: int, source_shape=None) -> tu
     return (height, width, channels)
 
 
+def sub_batches_for(config: TrainConfig) -> int:
+    """The parts each training batch is split into (hardware.resolve_sub_batches)."""
+    hw = config.hardware
+    return hardware.resolve_sub_batches(hw.sub_batches, config.data.batch_size, hw.threads)
+
+
 def apply_threads(config: TrainConfig) -> str:
     """hardware.apply_threads for this run's input side (a transfer source's, read from its
-    file), batch and precision; call it before TensorFlow's first op, which fixes the thread
-    pools. Returns the mode in effect."""
+    file), batch, precision and sub-batches; call it before TensorFlow's first op, which fixes
+    the thread pools. Returns the mode in effect."""
     source_shape = transfer.saved_input_shape(config.model.init_from)
     side = input_shape_for(config, 1, source_shape)[0]  # the side does not depend on channels
     precision = hardware.resolve_precision(config.hardware.precision, config.model.name)
-    return hardware.apply_threads(config.hardware.threads, side, config.data.batch_size, precision)
+    return hardware.apply_threads(
+        config.hardware.threads, side, config.data.batch_size, precision, sub_batches_for(config)
+    )
 
 
 def builder_kwargs(config: TrainConfig, input_shape, num_classes) -> dict:
@@ -150,12 +159,14 @@ def compile_model(
     num_classes,
     scaled_variables=(),
     steps_per_execution=1,
+    sub_batches=1,
     optimizer=None,
 ):
     """`scaled_variables`: paths of pretrained variables that learn at
     config.transfer.backbone_lr_multiplier times the learning rate. `steps_per_execution` is
-    for `fit` (train and test); the doctor's `train_on_batch` steps keep 1. `optimizer`, when
-    given, is used instead of one built from the config (a model sharing another's)."""
+    for `fit` (train and test) and `sub_batches` for its training steps (sub_batches_for); the
+    doctor's `train_on_batch` steps keep 1 of each. `optimizer`, when given, is used instead of
+    one built from the config (a model sharing another's)."""
     if optimizer is None:
         optimizer = _build_optimizer(config, replicas, steps_per_epoch, scaled_variables)
     if config.model.binary:
@@ -171,6 +182,7 @@ def compile_model(
     model.compile(
         optimizer=optimizer, loss=loss, metrics=metrics, steps_per_execution=steps_per_execution
     )
+    split_training_calls(model, sub_batches)
 
 
 def build_for_fit(model, dataset):
@@ -483,6 +495,7 @@ def evaluate(
     policy,
     replicas,
     threads,
+    sub_batches=1,
     train_images_per_second=None,
 ) -> dict:
     """metrics.json: the test split, evaluated once, and what the run measured.
@@ -509,6 +522,7 @@ def evaluate(
         "trainable_params": transfer.trainable_params(model),
         "precision": policy,
         "threads": threads,
+        "sub_batches": sub_batches,
         "replicas": replicas,
     }
     if "top5_accuracy" in test:
@@ -525,6 +539,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     """Run one training job end to end and return where it landed and what it measured."""
     config.validate()
     threads = apply_threads(config)  # first: TensorFlow fixes its pools at its first op
+    sub_batches = sub_batches_for(config)
     policy = hardware.resolve_precision(config.hardware.precision, config.model.name)
     hardware.apply_precision(policy)
     # The strategy first: a multi-worker strategy must exist before any other TensorFlow op.
@@ -556,7 +571,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
     work_dir = pathlib.Path(hardware.worker_dir(run.path, strategy))
     log.info(
         "%s %s: %s, %d classes, %s train / %s validation / %s test, input %s, %s, threads %s, "
-        "%d replica(s)",
+        "%d sub-batch(es), %d replica(s)",
         "Resuming" if run.resume else "Run",
         run.path,
         config.data.dataset,
@@ -567,6 +582,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         prepared.input_shape,
         policy,
         threads,
+        sub_batches,
         replicas,
     )
 
@@ -619,6 +635,8 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
                 "steps_per_execution": hardware.steps_per_execution(
                     config.hardware.steps_per_execution, strategy
                 ),
+                # The probe's head trains on cached features: nothing there to split.
+                "sub_batches": 1 if probe else sub_batches,
             }
             compile_model(fitted, phase.config, **settings)
             if fitted is not model:  # evaluated and saved after the fit, with the head's state
@@ -661,6 +679,7 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         policy=policy,
         replicas=replicas,
         threads=threads,
+        sub_batches=sub_batches,
         train_images_per_second=throughput.images_per_second,
     )
     log.info(

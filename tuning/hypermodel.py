@@ -157,6 +157,7 @@ class TrialHyperModel(keras_tuner.HyperModel):
             steps_per_execution=hardware.steps_per_execution(
                 config.hardware.steps_per_execution, self.strategy
             ),
+            sub_batches=trainer.sub_batches_for(config),  # the trial's batch size decides
         )
         return model
 

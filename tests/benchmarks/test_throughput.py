@@ -58,26 +58,39 @@ def two_bf16_cores_no_gpu(monkeypatch):
 
 
 def test_auto_threads_resolve_for_the_cases_as_the_trainer_resolves_them(two_bf16_cores_no_gpu):
-    small = [((32, 32, 1), 32, "mixed_bfloat16"), ((32, 32, 3), 32, "mixed_bfloat16")]
+    small = [((32, 32, 1), 16, "mixed_bfloat16", 1), ((32, 32, 3), 32, "mixed_bfloat16", 1)]
     assert throughput.threads_for("auto", small) == "one_per_op"
-    assert throughput.threads_for("auto", [((32, 32, 3), 128, "mixed_bfloat16")]) == "tensorflow"
-    assert throughput.threads_for("auto", [((32, 32, 3), 32, "float32")]) == "tensorflow"
-    assert throughput.threads_for("one_per_op", [((96, 96, 3), 32, "float32")]) == "one_per_op"
+    whole = [((32, 32, 3), 128, "mixed_bfloat16", 1)]
+    assert throughput.threads_for("auto", whole) == "tensorflow"
+    assert throughput.threads_for("auto", [((32, 32, 3), 32, "float32", 1)]) == "tensorflow"
+    # Split batches: one chain per core, each op on one thread, float32 and large inputs too.
+    split = [((32, 32, 3), 128, "mixed_bfloat16", 2), ((96, 96, 3), 32, "float32", 2)]
+    assert throughput.threads_for("auto", split) == "one_per_op"
+    assert throughput.sub_batches_for(None, 32, "auto") == 2
+    assert throughput.sub_batches_for(None, 16, "auto") == 1
+    assert throughput.sub_batches_for(None, 32, "tensorflow") == 1
+    with pytest.raises(SystemExit, match="--sub-batches 64 is more than the batch, 32"):
+        throughput.sub_batches_for(64, 32, "auto")
+    assert throughput.threads_for("one_per_op", [((96, 96, 3), 32, "float32", 1)]) == "one_per_op"
 
 
 def test_cases_auto_resolves_apart_are_refused_before_anything_runs(
     two_bf16_cores_no_gpu, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(throughput.common, "RESULTS_DIR", tmp_path)
+    # Batches of 16 stay whole on 2 cores, where one thread per op is for small bfloat16 steps.
     models = ["--models", "lenet5,mobilenet_v2", "--precisions", "mixed_bfloat16"]
     with pytest.raises(
         SystemExit,
-        match="32x32 batch 32 mixed_bfloat16: one_per_op, "
-        "96x96 batch 32 mixed_bfloat16: tensorflow",
+        match="32x32 batch 16 mixed_bfloat16 in 1: one_per_op, "
+        "96x96 batch 16 mixed_bfloat16 in 1: tensorflow",
     ) as refused:
-        throughput.main([*models, "--batch", "32", "--rounds", "1"])
+        throughput.main([*models, "--batch", "16", "--rounds", "1"])
     assert "pass --threads one of tensorflow, one_per_op" in str(refused.value)
     # One model at both precisions: bfloat16 convolutions take one thread each, float32 both.
-    with pytest.raises(SystemExit, match="32x32 batch 32 float32: tensorflow, 32x32 batch 32"):
-        throughput.main(["--models", "lenet5", "--batch", "32", "--rounds", "1"])
+    with pytest.raises(SystemExit, match="32x32 batch 16 float32 in 1: tensorflow, 32x32 batch"):
+        throughput.main(["--models", "lenet5", "--batch", "16", "--rounds", "1"])
+    # Split in two, both resolve alike; asked to keep the batches whole, they part again.
+    with pytest.raises(SystemExit, match="batch 32 float32 in 1: tensorflow"):
+        throughput.main(["--models", "lenet5", "--batch", "32", "--sub-batches", "1"])
     assert list(tmp_path.iterdir()) == []

@@ -115,6 +115,11 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
             r"hardware.steps_per_execution must be an integer >= 1, got 0",
         ),
         ({"schedule": {"warmup_epochs": 30}}, r"schedule.warmup_epochs must be in \[0, 20\)"),
+        ({"hardware": {"sub_batches": 0}}, r"hardware.sub_batches must be an integer >= 1, got 0"),
+        (
+            {"hardware": {"sub_batches": 5}, "data": {"batch_size": 4}},
+            r"hardware.sub_batches \(5\) must be at most the batch size per replica \(4\)",
+        ),
         (
             {"model": {"name": "stagewise_cnn", "options": {"depth": 3}}},
             "stagewise_cnn has no option 'depth'; its options are .*num_stages",
@@ -221,6 +226,8 @@ BAD_FLAGS = [
     (["--checkpoint-interval", "-5"], "callbacks.checkpoint_interval"),
     (["--precision", "fp8"], "precision 'fp8'"),
     (["--steps-per-execution", "0"], "hardware.steps_per_execution"),
+    (["--sub-batches", "0"], "hardware.sub_batches"),
+    (["--sub-batches", "64", "--batch-size", "32"], "hardware.sub_batches (64)"),
     (["--seed", "-1"], "seed must be an integer in"),
     (["--threads", "all"], "threads 'all'"),
     (["--strategy", "parameter_server"], "strategy 'parameter_server'"),

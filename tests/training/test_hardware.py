@@ -139,6 +139,41 @@ def test_auto_threads_keep_tensorflows_pools_with_a_gpu_or_unknown_job(monkeypat
     assert hardware.resolve_threads("auto", 32, 32, cores=2) == "tensorflow"  # no precision
 
 
+@pytest.mark.parametrize(
+    "requested, batch, threads, cores, expected",
+    [
+        (None, 32, "auto", 2, 2),  # the default job on 2 cores: two halves of 16
+        (None, 128, "one_per_op", 2, 2),
+        (None, 31, "auto", 2, 1),  # a half would keep fewer than MIN_SUB_BATCH examples
+        (None, 32, "tensorflow", 2, 1),  # the chains need one thread per op
+        (None, 32, "auto", 1, 1),  # one core: no second chain to run
+        (None, 64, "auto", 4, 1),  # not measured on more cores
+        (3, 32, "tensorflow", 8, 3),  # asked for: kept
+        (1, 32, "auto", 2, 1),
+    ],
+)
+def test_sub_batches_resolve(monkeypatch, requested, batch, threads, cores, expected):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    assert hardware.resolve_sub_batches(requested, batch, threads, cores=cores) == expected
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [(8, 0)])
+    assert hardware.resolve_sub_batches(None, batch, threads, cores=cores) == 1  # GPUs: whole
+
+
+@pytest.mark.parametrize(
+    "side, batch, precision, cores, expected",
+    [
+        (32, 32, "float32", 2, "one_per_op"),  # float32 too (whole, it keeps the pools)
+        (224, 64, "float32", 2, "one_per_op"),
+        (32, 32, "mixed_bfloat16", 1, "one_per_op"),
+        (32, 32, "mixed_bfloat16", 4, "tensorflow"),  # not measured on more cores
+    ],
+)
+def test_split_batches_take_one_thread_per_op(monkeypatch, side, batch, precision, cores, expected):
+    monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
+    assert hardware.resolve_threads("auto", side, batch, precision, 2, cores=cores) == expected
+
+
 @pytest.mark.parametrize("mode", ["tensorflow", "one_per_op"])
 def test_explicit_threads_are_kept(monkeypatch, mode):
     monkeypatch.setattr(hardware, "gpu_compute_capabilities", lambda: [])

@@ -67,6 +67,9 @@ def test_a_run_leaves_everything_behind(default_run):
     assert metrics["epochs_completed"] == len(default_run.history["loss"])
     # The pools this process runs with (fixed by whichever run or test started TensorFlow).
     assert metrics["threads"] == hardware.threads_in_effect()
+    # The parts each training batch ran in: two halves on 2 cores, whole elsewhere.
+    assert metrics["sub_batches"] == hardware.resolve_sub_batches(None, 32)
+    assert ("call" in vars(default_run.model)) == (metrics["sub_batches"] > 1)
     # Epochs count from 1 everywhere: history.csv, curves.png and best_epoch agree.
     assert default_run.history["epoch"] == list(range(1, metrics["epochs_completed"] + 1))
     best = default_run.history["val_loss"].index(min(default_run.history["val_loss"]))

@@ -191,7 +191,8 @@ def test_a_cached_probe_trains_the_head_exactly_as_the_whole_model_would(
         tmp_path,
         source_run,
         transfer={"mode": "linear_probe"},
-        hardware={"precision": "mixed_bfloat16"},
+        # Whole batches: the live model's steps then sum in the head's order, bit for bit.
+        hardware={"precision": "mixed_bfloat16", "sub_batches": 1},
     )
     with caplog.at_level(logging.INFO, logger="training"):
         cached = train(config.replace({"output": {"run_name": "cached"}}))
@@ -299,12 +300,14 @@ def test_threads_are_sized_for_the_sources_input_read_from_its_file(
     monkeypatch.setattr(
         trainer.hardware,
         "apply_threads",
-        lambda mode, side, batch, precision: sized.append((side, batch, precision)),
+        lambda mode, side, batch, precision, parts: sized.append((side, batch, precision, parts)),
     )
     trainer.apply_threads(digits_config(tmp_path, model={"init_from": str(wide)}))
     config = digits_config(tmp_path, model={"init_from": str(not_a_zip)})
     trainer.apply_threads(config.replace({"hardware": {"precision": "mixed_bfloat16"}}))
-    assert sized == [(64, 32, "float32"), (32, 32, "mixed_bfloat16")]  # the run's precision
+    parts = trainer.hardware.resolve_sub_batches(None, 32)  # the batch in halves on 2 cores
+    # The run's precision and sub-batches.
+    assert sized == [(64, 32, "float32", parts), (32, 32, "mixed_bfloat16", parts)]
 
 
 def test_help_shows_the_table(capsys):
