@@ -30,12 +30,12 @@ def part_bounds(size, parts):
     return [(i * size // parts, (i + 1) * size // parts) for i in range(parts)]
 
 
-def split_training_calls(model: keras.Model, parts: int) -> keras.Model:
+def split_training_calls(model: keras.Model, parts: int) -> None:
     """Make `model`'s training calls run on `parts` parts of the batch and concatenate the
     outputs; 1 restores the whole-batch call. Calling it again replaces the earlier split."""
     vars(model).pop("call", None)  # the class's call again
     if parts == 1:
-        return model
+        return
     whole_call = model.call
 
     @functools.wraps(whole_call)
@@ -58,4 +58,3 @@ def split_training_calls(model: keras.Model, parts: int) -> keras.Model:
         return keras.tree.map_structure(lambda *pieces: tf.concat(pieces, axis=0), *outputs)
 
     model.call = call
-    return model
