@@ -4,7 +4,8 @@
 images or a .npz file) into unbatched train/validation/test datasets of (uint8 image, int64
 label); `fit_to_input` fits the images to a model's input; `stored` keeps them in memory as
 8-bit images; `channel_statistics` gives the per-channel mean and std of the training split;
-`make_pipeline` batches for `fit`.
+`make_pipeline` batches for `fit`; `without_autotune_thread` gives a dataset the options every
+dataset `fit` reads here carries.
 """
 
 import collections
@@ -707,7 +708,23 @@ def make_pipeline(
     )
     if training and augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotune_thread(dataset):
+    """`dataset` without tf.data's autotuning thread.
+
+    Deleting an iterator whose autotuning thread sleeps between optimizations often waits out
+    the sleep (TensorFlow 2.21), and the sleeps double from 10 ms up to a minute; Keras' fit
+    deletes the training iterator at every epoch's end and the validation one after every
+    evaluation. On this project's 2-core CPU about half of the deletions waited, up to as long
+    as the iterator had lived: 0.1 s of lenet5's 0.2 s epochs on the digits, 4.7 s after an
+    iterator of 5.5 s. Without the thread the pipelines run as fast (each parallel map keeps
+    one call per core, prefetch its own buffer tuning; docs/speed.md).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def check_split_fractions(val_split, test_split, section=""):

@@ -128,12 +128,14 @@ def build(
     )
     validation_examples = None
     if validation is not None:
-        validation_examples = tf.data.Dataset.from_tensor_slices(
-            (computed[count:], labels[count:])
-        ).batch(batch_size)
+        validation_examples = data.without_autotune_thread(
+            tf.data.Dataset.from_tensor_slices((computed[count:], labels[count:])).batch(batch_size)
+        )
     return CachedProbe(
         head=head,
-        train=train_examples.batch(batch_size).prefetch(tf.data.AUTOTUNE),
+        train=data.without_autotune_thread(
+            train_examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ),
         validation=validation_examples,
         feature_shape=feature_shape,
     )

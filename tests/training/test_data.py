@@ -367,6 +367,14 @@ def test_evaluation_pipeline_keeps_order_and_skips_augmentation(digits):
         data.make_pipeline(digits.test, batch_size=0, num_classes=10, training=False)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_pipelines_run_without_the_autotune_thread(digits, training):
+    pipeline = data.make_pipeline(digits.test, batch_size=64, num_classes=10, training=training)
+    # fit deletes its iterators after every epoch: none has an autotune thread to wait for.
+    assert pipeline.options().autotune.enabled is False
+    assert sum(len(x) for x, _ in pipeline.as_numpy_iterator()) == 180
+
+
 def test_a_folder_larger_than_the_shuffle_buffer_mixes_classes_in_every_early_batch(tmp_path):
     from PIL import Image
 
