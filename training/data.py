@@ -161,7 +161,8 @@ def load_dataset(
     base_name = path.stem if path.exists() else name.split(":")[0].split("/")[0]
     return DatasetSplits(
         **{
-            split: _relabelled(source.build(indices), relabel)
+            # Every pipeline made from a split inherits its options.
+            split: without_autotune_thread(_relabelled(source.build(indices), relabel))
             for split, (source, indices) in parts.items()
         },
         class_names=class_names,
@@ -366,8 +367,10 @@ def _class_files(folder):
 
 def _probe_images(paths):
     """Decodes every file once with the decoder training uses: (H, W, C) each, or None."""
-    indices = tf.data.Dataset.from_tensor_slices(
-        (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string))
+    indices = without_autotune_thread(
+        tf.data.Dataset.from_tensor_slices(
+            (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, dtype=tf.string))
+        )
     )
     shapes = indices.map(
         lambda i, path: (i, tf.shape(decode_image(tf.io.read_file(path)))),
@@ -455,7 +458,9 @@ def _tfds_source(name, data_dir, manual_dir):
         raise ValueError(f"tensorflow-datasets {name!r} has no train split: {list(info.splits)}")
 
     def read(split, **kwargs):
-        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False, **kwargs)
+        return without_autotune_thread(
+            builder.as_dataset(split=split, as_supervised=True, shuffle_files=False, **kwargs)
+        )
 
     image_shape = tuple(info.features[image_key].shape)
     if None in image_shape[:2]:
@@ -712,15 +717,16 @@ def make_pipeline(
 
 
 def without_autotune_thread(dataset):
-    """`dataset` without tf.data's autotuning thread.
+    """`dataset`, and every dataset made from it, without tf.data's autotuning thread.
 
     Deleting an iterator whose autotuning thread sleeps between optimizations often waits out
     the sleep (TensorFlow 2.21), and the sleeps double from 10 ms up to a minute; Keras' fit
     deletes the training iterator at every epoch's end and the validation one after every
-    evaluation. On this project's 2-core CPU about half of the deletions waited, up to as long
-    as the iterator had lived: 0.1 s of lenet5's 0.2 s epochs on the digits, 4.7 s after an
-    iterator of 5.5 s. Without the thread the pipelines run as fast (each parallel map keeps
-    one call per core, prefetch its own buffer tuning; docs/speed.md).
+    evaluation, and each pass over a split (its statistics, the test evaluation) ends with one.
+    On this project's 2-core CPU about half of the deletions waited, up to as long as the
+    iterator had lived: 0.1 s of lenet5's 0.2 s epochs on the digits, 4.7 s after an iterator of
+    5.5 s. Without the thread the pipelines run as fast (each parallel map keeps one call per
+    core, prefetch its own buffer tuning; docs/speed.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

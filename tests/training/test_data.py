@@ -367,12 +367,33 @@ def test_evaluation_pipeline_keeps_order_and_skips_augmentation(digits):
         data.make_pipeline(digits.test, batch_size=0, num_classes=10, training=False)
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_pipelines_run_without_the_autotune_thread(digits, training):
-    pipeline = data.make_pipeline(digits.test, batch_size=64, num_classes=10, training=training)
-    # fit deletes its iterators after every epoch: none has an autotune thread to wait for.
-    assert pipeline.options().autotune.enabled is False
-    assert sum(len(x) for x, _ in pipeline.as_numpy_iterator()) == 180
+def test_splits_and_pipelines_run_without_the_autotune_thread(digits):
+    # fit deletes its iterators after every epoch, each pass over a split ends with one: none
+    # has an autotune thread to wait for, whatever is made from the splits.
+    derived = [
+        digits.train,
+        digits.validation,
+        digits.test.batch(7),
+        data.stored(data.fit_to_input(digits.test, (8, 8, 1))),
+        *(
+            data.make_pipeline(digits.test, batch_size=64, num_classes=10, training=training)
+            for training in (True, False)
+        ),
+    ]
+    assert [dataset.options().autotune.enabled for dataset in derived] == [False] * 6
+    pipeline = data.make_pipeline(
+        tf.data.Dataset.from_tensor_slices((np.zeros((5, 2, 2, 1), np.uint8), np.arange(5))),
+        batch_size=2,
+        num_classes=5,
+        training=False,
+    )
+    assert pipeline.options().autotune.enabled is False  # a dataset from elsewhere too
+    assert [len(x) for x, _ in pipeline.as_numpy_iterator()] == [2, 2, 1]
+
+
+def test_tensorflow_datasets_splits_run_without_the_autotune_thread(mnist):
+    splits = (mnist.train, mnist.validation, mnist.test)
+    assert [split.options().autotune.enabled for split in splits] == [False] * 3
 
 
 def test_a_folder_larger_than_the_shuffle_buffer_mixes_classes_in_every_early_batch(tmp_path):
