@@ -725,8 +725,8 @@ def without_autotune_thread(dataset):
     evaluation, and each pass over a split (its statistics, the test evaluation) ends with one.
     On this project's 2-core CPU about half of the deletions waited, up to as long as the
     iterator had lived: 0.1 s of lenet5's 0.2 s epochs on the digits, 4.7 s after an iterator of
-    5.5 s. Without the thread the pipelines run as fast (each parallel map keeps one call per
-    core, prefetch its own buffer tuning; docs/speed.md).
+    5.5 s. Without the thread the pipelines run as fast here (each parallel map keeps one call
+    per core, up to 16; prefetch tunes its own buffer; docs/speed.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
