@@ -210,3 +210,25 @@ def test_rerun_command_replaces_the_learning_rate_and_drops_checks():
     assert rerun_command(argv, 0.00123) == (
         "python -m training.run --model resnet20 --set model.options.width=2 --lr 0.0012"
     )
+
+
+def test_the_checks_data_arrives_batched_and_without_the_autotune_thread():
+    import tensorflow as tf
+
+    from training.doctor.session import as_batches
+
+    images, labels = np.zeros((10, 4, 4, 1), np.float32), np.arange(10) % 2
+    given = [
+        (images, labels),
+        tf.data.Dataset.from_tensor_slices((images, labels)),
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(3),
+    ]
+    batched = [as_batches(data, 4, shuffle=True, seed=0) for data in given]
+    assert [[len(x) for x, _ in dataset] for dataset in batched] == [
+        [4, 4, 2],
+        [4, 4, 2],
+        [3, 3, 3, 1],
+    ]
+    # The checks make and delete many iterators: none waits for an autotune thread.
+    assert [dataset.options().autotune.enabled for dataset in batched] == [False] * 3
+    assert as_batches(None, 4, shuffle=False, seed=0) is None

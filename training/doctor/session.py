@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.data import without_autotune_thread
 from training.doctor.report import Report
 
 log = logging.getLogger("training.doctor")
@@ -40,7 +41,8 @@ def labels_to_classes(labels):
 
 def as_batches(data, batch_size, *, shuffle, seed):
     """A batched tf.data.Dataset of (images, labels) from a dataset (batched or not) or an
-    (x, y) pair of arrays; None stays None."""
+    (x, y) pair of arrays, without the autotune thread (data.without_autotune_thread: the
+    checks make and delete many iterators); None stays None."""
     if data is None:
         return None
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -52,7 +54,7 @@ def as_batches(data, batch_size, *, shuffle, seed):
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
         if shuffle:
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        return dataset.batch(batch_size)
+        return without_autotune_thread(dataset.batch(batch_size))
     if not isinstance(data, tf.data.Dataset):
         raise TypeError(
             f"data must be a tf.data.Dataset of (images, labels) or an (x, y) pair of arrays, "
@@ -62,7 +64,8 @@ def as_batches(data, batch_size, *, shuffle, seed):
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise ValueError(f"a dataset must yield (images, labels) pairs, its elements are {spec}")
     # An image has 3 dimensions (H, W, C) or, flattened, 1; a batch has one more.
-    return data if spec[0].shape.rank in (2, 4) else data.batch(batch_size)
+    batched = data if spec[0].shape.rank in (2, 4) else data.batch(batch_size)
+    return without_autotune_thread(batched)
 
 
 def _loss_takes_logits(loss) -> bool:
