@@ -6,12 +6,14 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from training import checks
 from training.doctor import CHECKS, Budget, examine
 from training.doctor.__main__ import main
 from training.doctor.config_run import rerun_command
+from training.doctor.session import as_batches
 
 SMALL = Budget(
     loss_batches=4,
@@ -213,10 +215,6 @@ def test_rerun_command_replaces_the_learning_rate_and_drops_checks():
 
 
 def test_the_checks_data_arrives_batched_and_without_the_autotune_thread():
-    import tensorflow as tf
-
-    from training.doctor.session import as_batches
-
     images, labels = np.zeros((10, 4, 4, 1), np.float32), np.arange(10) % 2
     given = [
         (images, labels),
