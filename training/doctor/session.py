@@ -45,6 +45,10 @@ def as_batches(data, batch_size, *, shuffle, seed):
     checks make and delete many iterators); None stays None."""
     if data is None:
         return None
+    return without_autotune_thread(_batched(data, batch_size, shuffle=shuffle, seed=seed))
+
+
+def _batched(data, batch_size, *, shuffle, seed):
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = np.asarray(data[0]), np.asarray(data[1])
         if len(images) != len(labels):
@@ -54,7 +58,7 @@ def as_batches(data, batch_size, *, shuffle, seed):
         dataset = tf.data.Dataset.from_tensor_slices((images, labels))
         if shuffle:
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        return without_autotune_thread(dataset.batch(batch_size))
+        return dataset.batch(batch_size)
     if not isinstance(data, tf.data.Dataset):
         raise TypeError(
             f"data must be a tf.data.Dataset of (images, labels) or an (x, y) pair of arrays, "
@@ -64,8 +68,7 @@ def as_batches(data, batch_size, *, shuffle, seed):
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise ValueError(f"a dataset must yield (images, labels) pairs, its elements are {spec}")
     # An image has 3 dimensions (H, W, C) or, flattened, 1; a batch has one more.
-    batched = data if spec[0].shape.rank in (2, 4) else data.batch(batch_size)
-    return without_autotune_thread(batched)
+    return data if spec[0].shape.rank in (2, 4) else data.batch(batch_size)
 
 
 def _loss_takes_logits(loss) -> bool:
