@@ -183,6 +183,7 @@ class TrialHyperModel(keras_tuner.HyperModel):
         trainer.build_for_fit(model, pipelines["train"])
         model.fit(
             pipelines["train"],
+            steps_per_epoch=trainer.epoch_steps(pipelines["train"]),
             validation_data=pipelines["validation"],
             epochs=epochs,
             initial_epoch=initial_epoch,

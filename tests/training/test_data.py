@@ -320,6 +320,33 @@ def test_a_stored_split_is_read_once_for_the_statistics_and_every_pipeline(cache
     assert len(reads) == (100 if cache else 100 + 4 * 100)
 
 
+def test_an_evaluation_pipeline_keeps_its_batches_after_the_first_pass():
+    reads = []
+    split = data.stored(data.fit_to_input(counted(reads), (8, 8, 1)), cache=False)
+    kept = data.make_pipeline(split, batch_size=30, num_classes=2, training=False, keep=True)
+    first = list(kept.as_numpy_iterator())
+    assert len(reads) == 100
+    again = list(kept.as_numpy_iterator())
+    assert len(reads) == 100  # the second pass read the kept batches, not the split
+    made = list(data.make_pipeline(split, batch_size=30, num_classes=2, training=False))
+    assert [len(x) for x, _ in again] == [30, 30, 30, 10]
+    for (x, y), (x_again, y_again), (x_made, y_made) in zip(first, again, made):
+        np.testing.assert_array_equal(x_again, x)
+        np.testing.assert_array_equal(x_made, x)
+        np.testing.assert_array_equal(y_again, y)
+        np.testing.assert_array_equal(y_made, y)
+    assert kept.options().autotune.enabled is False
+    with pytest.raises(ValueError, match="reshuffles every epoch: its batches cannot be kept"):
+        data.make_pipeline(split, batch_size=30, num_classes=2, training=True, keep=True)
+
+
+def test_batches_are_kept_up_to_their_memory_budget(monkeypatch):
+    monkeypatch.setattr(data, "KEPT_BATCHES_BYTES", 10 * 32 * 32 * 3 * 4)
+    assert data.can_keep_batches(10, (32, 32, 3))
+    assert not data.can_keep_batches(11, (32, 32, 3))
+    assert data.can_keep_batches(30, (32, 32, 1)) and not data.can_keep_batches(31, (32, 32, 1))
+
+
 def pipeline_labels(pipeline):
     return np.concatenate([np.argmax(y, axis=1) for _, y in pipeline.as_numpy_iterator()])
 

@@ -397,3 +397,65 @@ def test_build_for_fit_makes_every_variable_before_the_first_step(built_first):
         assert created == []
     else:  # Adam's slots, made in the first trace: what build_for_fit's absence looks like
         assert "c1_conv_kernel_momentum" in created and "c1_conv_kernel_velocity" in created
+
+
+def test_fit_told_the_epoch_steps_makes_one_training_iterator_per_epoch(monkeypatch):
+    # Keras infers the count itself, but then makes two iterators per epoch, and each instantiates
+    # the pipeline's map functions (training.trainer.epoch_steps).
+    from training.trainer import epoch_steps
+
+    made = []
+    make_iterator = tf.data.Dataset.__iter__
+
+    def counted(dataset):
+        made.append(dataset)
+        return make_iterator(dataset)
+
+    monkeypatch.setattr(tf.data.Dataset, "__iter__", counted)
+    images = np.zeros((100, 4), np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, images[:, :1])).batch(32)
+    assert epoch_steps(dataset) == 4
+    assert epoch_steps(dataset.filter(lambda x, y: True)) is None  # unknown: Keras counts
+    assert epoch_steps(dataset.take(0)) is None
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", steps_per_execution=3)
+    batches = []
+    count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(1))
+    for steps, iterators in ((None, 2 * 3), (epoch_steps(dataset), 3 + 1)):
+        made.clear()
+        batches.clear()
+        model.fit(
+            dataset, steps_per_epoch=steps, epochs=3, verbose=0, callbacks=[count], shuffle=False
+        )
+        assert len(made) == iterators
+        assert len(batches) == 3 * 2  # two executions per epoch (3 + 1 batches): every epoch whole
+
+
+def test_the_validation_pipeline_keeps_its_batches_where_the_splits_are_cached(monkeypatch):
+    from tests.training.test_data import counted
+    from training import data
+    from training.trainer import PreparedData, make_pipelines
+
+    def passes(config, budget=data.KEPT_BATCHES_BYTES):
+        monkeypatch.setattr(data, "KEPT_BATCHES_BYTES", budget)
+        reads = []
+        split = data.stored(counted(reads), cache=False)
+        prepared = PreparedData(
+            train=split,
+            validation=split,
+            test=None,
+            class_names=["even", "odd"],
+            num_examples={"train": 100, "validation": 100, "test": 0},
+            input_shape=(8, 8, 1),
+            mean=np.zeros(1, np.float32),
+            std=np.ones(1, np.float32),
+            flip_safe=True,
+        )
+        validation = make_pipelines(config, prepared, 32)["validation"]
+        for _ in range(3):
+            list(validation)
+        return len(reads) // 100
+
+    assert passes(TrainConfig()) == 1
+    assert passes(TrainConfig().replace({"data": {"cache": False}})) == 3
+    assert passes(TrainConfig(), budget=100 * 8 * 8 * 4 - 1) == 3
