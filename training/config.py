@@ -56,7 +56,9 @@ class DataConfig:
         "resize", "how images are fitted to the input size", choices="training.data.FIT_METHODS"
     )
     batch_size: int = option(32, "batch size per replica")
-    cache: bool = option(True, "cache decoded images in memory")
+    cache: bool = option(
+        True, "cache decoded images in memory (and the float32 inputs made of them, where they fit)"
+    )
     classes: list = option(
         [],
         "keep only these classes, by name or index, in this order (e.g. 5,6,7,8,9)",

@@ -325,13 +325,18 @@ def training_augmentation(config: TrainConfig, prepared: PreparedData):
 
 
 def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: int) -> dict:
-    """Batched tf.data pipelines of every split present; only the training one augments. The
-    validation one, read every epoch, keeps its batches in memory where the splits are cached
-    and they fit (data.can_keep_batches)."""
+    """Batched tf.data pipelines of every split present; only the training one augments. Those
+    read every epoch, training and validation, keep what they make in memory where the splits
+    are cached and it fits (data.can_keep)."""
     augmentation = training_augmentation(config, prepared)
-    keep_validation = config.data.cache and data.can_keep_batches(
-        prepared.num_examples["validation"], prepared.input_shape
-    )
+
+    def keep(name):
+        return (
+            name != "test"
+            and config.data.cache
+            and data.can_keep(prepared.num_examples[name], prepared.input_shape)
+        )
+
     return {
         name: data.make_pipeline(
             dataset,
@@ -341,7 +346,7 @@ def make_pipelines(config: TrainConfig, prepared: PreparedData, global_batch: in
             binary=config.model.binary,
             seed=config.seed,
             augment=augmentation if name == "train" else None,
-            keep=name == "validation" and keep_validation,
+            keep=keep(name),
         )
         for name, dataset in (
             ("train", prepared.train),

@@ -336,15 +336,44 @@ def test_an_evaluation_pipeline_keeps_its_batches_after_the_first_pass():
         np.testing.assert_array_equal(y_again, y)
         np.testing.assert_array_equal(y_made, y)
     assert kept.options().autotune.enabled is False
-    with pytest.raises(ValueError, match="reshuffles every epoch: its batches cannot be kept"):
-        data.make_pipeline(split, batch_size=30, num_classes=2, training=True, keep=True)
 
 
-def test_batches_are_kept_up_to_their_memory_budget(monkeypatch):
-    monkeypatch.setattr(data, "KEPT_BATCHES_BYTES", 10 * 32 * 32 * 3 * 4)
-    assert data.can_keep_batches(10, (32, 32, 3))
-    assert not data.can_keep_batches(11, (32, 32, 3))
-    assert data.can_keep_batches(30, (32, 32, 1)) and not data.can_keep_batches(31, (32, 32, 1))
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_training_pipeline_keeps_its_examples_and_still_reshuffles_every_epoch(binary):
+    reads = []
+    split = data.stored(data.fit_to_input(counted(reads), (8, 8, 1)), cache=False)
+
+    def passes(keep, count=3):
+        pipeline = data.make_pipeline(
+            split, batch_size=30, num_classes=2, training=True, binary=binary, seed=4, keep=keep
+        )
+        return [list(pipeline.as_numpy_iterator()) for _ in range(count)]
+
+    kept = passes(keep=True)
+    assert len(reads) == 100  # three epochs, the split read once
+    made = passes(keep=False)
+    assert len(reads) == 400
+    for epoch, epoch_made in zip(kept, made):  # the same batches, epoch by epoch
+        assert [len(x) for x, _ in epoch] == [30, 30, 30, 10]
+        for (x, y), (x_made, y_made) in zip(epoch, epoch_made):
+            np.testing.assert_array_equal(x, x_made)
+            np.testing.assert_array_equal(y, y_made)
+            assert x.dtype == np.float32 and y.shape == (len(x), 1 if binary else 2)
+    orders = [np.concatenate([x[:, 0, 0, 0] for x, _ in epoch]) for epoch in kept]
+    assert sorted(orders[0]) == list(range(100))
+    assert not np.array_equal(orders[0], orders[1])
+    grown = tf.data.Dataset.from_generator(
+        lambda: iter([(np.zeros((2, 3, 1), np.uint8), 0)]),
+        output_signature=(tf.TensorSpec((None, None, 1), tf.uint8), tf.TensorSpec((), tf.int64)),
+    )
+    with pytest.raises(ValueError, match="keep needs images of one shape"):
+        data.make_pipeline(grown, batch_size=2, num_classes=2, training=True, keep=True)
+
+
+def test_pipelines_keep_up_to_their_memory_budget(monkeypatch):
+    monkeypatch.setattr(data, "KEPT_BYTES", 10 * 32 * 32 * 3 * 4)
+    assert data.can_keep(10, (32, 32, 3)) and not data.can_keep(11, (32, 32, 3))
+    assert data.can_keep(30, (32, 32, 1)) and not data.can_keep(31, (32, 32, 1))
 
 
 def pipeline_labels(pipeline):

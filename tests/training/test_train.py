@@ -431,31 +431,37 @@ def test_fit_told_the_epoch_steps_makes_one_training_iterator_per_epoch(monkeypa
         assert len(batches) == 3 * 2  # two executions per epoch (3 + 1 batches): every epoch whole
 
 
-def test_the_validation_pipeline_keeps_its_batches_where_the_splits_are_cached(monkeypatch):
+def test_training_and_validation_pipelines_keep_what_they_make_where_splits_are_cached(
+    monkeypatch,
+):
     from tests.training.test_data import counted
     from training import data
     from training.trainer import PreparedData, make_pipelines
 
-    def passes(config, budget=data.KEPT_BATCHES_BYTES):
-        monkeypatch.setattr(data, "KEPT_BATCHES_BYTES", budget)
-        reads = []
-        split = data.stored(counted(reads), cache=False)
+    def passes(config, budget=data.KEPT_BYTES):
+        """How often three passes over each pipeline read its split."""
+        monkeypatch.setattr(data, "KEPT_BYTES", budget)
+        reads = {"train": [], "validation": [], "test": []}
+        splits = {name: data.stored(counted(reads[name]), cache=False) for name in reads}
         prepared = PreparedData(
-            train=split,
-            validation=split,
-            test=None,
+            **splits,
             class_names=["even", "odd"],
-            num_examples={"train": 100, "validation": 100, "test": 0},
+            num_examples={name: 100 for name in reads},
             input_shape=(8, 8, 1),
             mean=np.zeros(1, np.float32),
             std=np.ones(1, np.float32),
             flip_safe=True,
         )
-        validation = make_pipelines(config, prepared, 32)["validation"]
-        for _ in range(3):
-            list(validation)
-        return len(reads) // 100
+        pipelines = make_pipelines(config, prepared, 32)
+        for pipeline in pipelines.values():
+            for _ in range(3):
+                list(pipeline)
+        return {name: len(reads[name]) // 100 for name in reads}
 
-    assert passes(TrainConfig()) == 1
-    assert passes(TrainConfig().replace({"data": {"cache": False}})) == 3
-    assert passes(TrainConfig(), budget=100 * 8 * 8 * 4 - 1) == 3
+    assert passes(TrainConfig()) == {"train": 1, "validation": 1, "test": 3}
+    assert passes(TrainConfig().replace({"data": {"cache": False}})) == dict.fromkeys(
+        ("train", "validation", "test"), 3
+    )
+    assert passes(TrainConfig(), budget=100 * 8 * 8 * 4 - 1) == dict.fromkeys(
+        ("train", "validation", "test"), 3
+    )
