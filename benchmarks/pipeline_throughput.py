@@ -90,6 +90,7 @@ class Bench:
                 num_classes=num_classes,
                 training=True,
                 augment=augmentation,
+                keep=data.can_keep(splits.num_examples["train"], case.input_shape),  # as trainer
             )
             # Repeated so every measurement sees the same number of batches; the first
             # (warm-up) pass fills the cache.

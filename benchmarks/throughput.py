@@ -130,6 +130,8 @@ class Case:
                 num_classes=NUM_CLASSES,
                 training=training,
                 augment=augmentation if training else None,
+                # As the trainer's training pipeline (its test pipeline keeps nothing).
+                keep=training and data.can_keep(len(images), self.input_shape),
             )
             kind = "train" if training else "infer"
             batch = next(iter(pipeline))
