@@ -718,7 +718,8 @@ def make_pipeline(
     if binary and int(num_classes) != 2:
         raise ValueError(f"binary labels need exactly 2 classes, received {num_classes}")
     dataset = as_uint8(dataset)
-    if keep and training and None in dataset.element_spec[0].shape:
+    keep_examples = keep and training
+    if keep_examples and None in dataset.element_spec[0].shape:
         raise ValueError("keep needs images of one shape (fit_to_input gives them one)")
 
     def ready(images, labels):
@@ -726,12 +727,12 @@ def make_pipeline(
             return tf.cast(images, tf.float32), tf.cast(labels, tf.float32)[:, None]
         return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes, dtype=tf.float32)
 
-    if keep and training:
-        dataset, ready = _map_in_batches(dataset, ready).cache(), None
+    if keep_examples:  # cast and encoded once, then shuffled and batched from memory
+        dataset = _map_in_batches(dataset, ready).cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if ready:
+    if not keep_examples:
         dataset = dataset.map(ready, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
