@@ -213,6 +213,14 @@ def epoch_steps(dataset):
     return batches if batches > 0 else None
 
 
+def fit_pipeline(model, train_data, **fit_args):
+    """`model.fit` on the trainer's training pipeline: the model built for it first
+    (build_for_fit), the steps of an epoch given (epoch_steps), and no shuffling by Keras (the
+    pipeline shuffles, seeded). The trainer and each tuner trial fit this way."""
+    build_for_fit(model, train_data)
+    return model.fit(train_data, steps_per_epoch=epoch_steps(train_data), shuffle=False, **fit_args)
+
+
 def _build_optimizer(config: TrainConfig, replicas, steps_per_epoch, scaled_variables):
     base_lr = hardware.scaled_learning_rate(
         config.optimizer.lr, replicas, config.optimizer.scale_lr
@@ -673,17 +681,15 @@ def train(config: TrainConfig, *, extra_callbacks=()) -> RunResult:
         )
         fitted._initial_epoch = None  # BackupAndRestore of an earlier phase leaves it set
         train_data = probe.train if probe else pipelines["train"]
-        build_for_fit(fitted, train_data)
-        fit_history = fitted.fit(
+        fit_history = fit_pipeline(
+            fitted,
             train_data,
-            steps_per_epoch=epoch_steps(train_data),
             validation_data=probe.validation if probe else pipelines.get("validation"),
             initial_epoch=phase.first_epoch,
             epochs=phase.first_epoch + phase.config.epochs,
             callbacks=build_fit_callbacks(config, work_dir, saved_model=model)
             + [throughput, *extra_callbacks],
             verbose=callbacks.fit_verbosity(),
-            shuffle=False,  # the pipeline shuffles, seeded
         )
         epochs_run += len(fit_history.epoch)
         if marker and hardware.is_chief(strategy):

@@ -180,17 +180,15 @@ class TrialHyperModel(keras_tuner.HyperModel):
         pipelines = trainer.make_pipelines(config, self.data, self._global_batch(config))
         fit_callbacks = _trial_callbacks(config, trial_dir, self.objective) + list(callbacks)
         started = time.perf_counter()
-        trainer.build_for_fit(model, pipelines["train"])
-        model.fit(
+        trainer.fit_pipeline(
+            model,
             pipelines["train"],
-            steps_per_epoch=trainer.epoch_steps(pipelines["train"]),
             validation_data=pipelines["validation"],
             epochs=epochs,
             initial_epoch=initial_epoch,
             callbacks=fit_callbacks,
             verbose=fit_verbosity(),
-            shuffle=False,
-        )  # the pipeline shuffles, seeded
+        )
         seconds = time.perf_counter() - started
         # The CSV holds every epoch, also those before a resume, which fit's History lacks.
         history = trainer.read_history(trial_dir / "history.csv")
